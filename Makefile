@@ -1,0 +1,87 @@
+# minidecode: two commands for students and CI.
+#
+#   make lab    set up .venv (once) and open JupyterLab on the first notebook
+#   make test   set up .venv (once), then ruff and the whole test suite, notebooks included
+#
+# Set-up is idempotent: a stamp file keyed on pyproject.toml's hash makes the second run quick.
+# Without `nvidia-smi`, torch is the CPU build (from the CPU index, or a wheel pip finds locally);
+# with it, the default PyPI build (CUDA) is installed. Override with TORCH_INDEX_URL=... if needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+EXTRAS ?= notebooks,dev
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PYTEST_ARGS ?=
+
+comma := ,
+VENV_PY := $(VENV)/bin/python
+PYPROJECT_HASH := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml', 'rb').read()).hexdigest()[:12])")
+STAMP := $(VENV)/.minidecode-$(PYPROJECT_HASH)-$(subst $(comma),-,$(EXTRAS))
+NOTEBOOK_DIRS := notebooks solutions
+SANITIZE := tests/nbval_sanitize.cfg
+
+.PHONY: help setup lab test lint doctor exercises notebooks clean
+
+help:
+	@echo "make lab        set up .venv and open JupyterLab on notebooks/00_tour.ipynb"
+	@echo "make test       set up .venv, then ruff check and pytest (tests/, notebooks/, solutions/)"
+	@echo "make doctor     print what is installed and usable (paste it into bug reports)"
+	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make notebooks  re-execute notebooks/ and solutions/ in place, then regenerate exercises/"
+
+setup: $(STAMP)
+
+$(STAMP):
+	@if [ ! -x "$(VENV_PY)" ]; then \
+		echo ">>> creating $(VENV) with $(PYTHON) -m venv"; \
+		$(PYTHON) -m venv $(VENV) || exit 1; \
+	else \
+		echo ">>> $(VENV) exists; reinstalling because pyproject.toml changed or this is the first set-up"; \
+	fi
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo ">>> NVIDIA GPU found: pip install torch==$(TORCH_VERSION) (CUDA build from PyPI)"; \
+		$(VENV_PY) -m pip install "torch==$(TORCH_VERSION)" || exit 1; \
+	else \
+		echo ">>> no NVIDIA GPU: pip install torch==$(TORCH_VERSION), CPU build"; \
+		$(VENV_PY) -m pip install "torch==$(TORCH_VERSION)" --extra-index-url $(TORCH_CPU_INDEX) || exit 1; \
+	fi
+	@echo ">>> pip install -e '.[$(EXTRAS)]'"
+	@$(VENV_PY) -m pip install -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.minidecode-*
+	@touch $(STAMP)
+	@echo ">>> set-up done ($(STAMP))"
+
+lab: setup
+	@echo ">>> $(VENV)/bin/jupyter lab notebooks/00_tour.ipynb"
+	@$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb
+
+lint: setup
+	@echo ">>> ruff check ."
+	@$(VENV)/bin/ruff check .
+
+# pytest exits 5 when it collects no test at all; that is not a failure of the set-up.
+test: lint
+	@echo ">>> pytest tests/ + nbval over $(NOTEBOOK_DIRS)/"
+	@$(VENV_PY) -m pytest -p no:cacheprovider tests $(NOTEBOOK_DIRS) \
+		--nbval-lax --nbval-current-env --sanitize-with $(SANITIZE) $(PYTEST_ARGS); \
+	status=$$?; \
+	if [ $$status -eq 5 ]; then echo ">>> pytest collected no tests"; exit 0; fi; \
+	exit $$status
+
+doctor: setup
+	@$(VENV_PY) -m minidecode doctor
+
+exercises: setup
+	@echo ">>> python -m minidecode.exercises build"
+	@$(VENV_PY) -m minidecode.exercises build
+
+notebooks: setup
+	@echo ">>> executing $(NOTEBOOK_DIRS)/*.ipynb in place (outputs are committed)"
+	@$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 \
+		$(foreach d,$(NOTEBOOK_DIRS),$(wildcard $(d)/*.ipynb))
+	@$(VENV_PY) -m minidecode.exercises build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

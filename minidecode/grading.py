@@ -1,0 +1,642 @@
+"""Graded exercises: ``check()`` inside a notebook, ``grade`` on the command line.
+
+Each chapter's exercises live in ``minidecode/checks/chNN.py``: one ``@exercise(...)``-decorated
+function per exercise, which yields seeded :class:`Case` objects, plus an optional hypothesis
+strategy for random cases. The reference implementation is the package's own function (chapter 00
+uses :func:`minidecode.tour.softmax_with_temperature`), so the check compares the student's function
+with the one the course ships, case by case:
+
+    >>> check("00.1", softmax_with_temperature)
+    ✓ 00.1 softmax_with_temperature: 25/25 cases passed
+    True
+
+A failing function prints the first failing case as "yours vs expected" and returns False; a stub
+that still raises ``NotImplementedError`` prints "not implemented yet".
+
+``python -m minidecode grade exercises/NN_name.ipynb`` executes a whole notebook in a fresh kernel
+(see :func:`grade_notebook`), then checks every exercise of chapter NN against the function of the
+same name that the notebook defined, and prints a score table.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Case",
+    "CheckResult",
+    "Exercise",
+    "GradeError",
+    "GradeReport",
+    "check",
+    "exercise",
+    "exercises_for_chapter",
+    "get_exercise",
+    "grade_notebook",
+    "load_notebook",
+    "run_check",
+]
+
+EXERCISE_ID = re.compile(r"^(?P<chapter>\d{2})\.(?P<number>\d+)$")
+NOTEBOOK_NAME = re.compile(r"^(?P<chapter>\d{2})_[\w.-]*\.ipynb$")
+MAX_SHOWN_CHARS = 300
+
+
+class Case:
+    """Positional arguments of one call, e.g. ``Case(torch.tensor([1.0, 2.0]), 0.5)``."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __repr__(self) -> str:
+        return f"Case({', '.join(_show(arg) for arg in self.args)})"
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One graded exercise: what to call it, the reference to compare with, and its cases."""
+
+    exercise_id: str
+    name: str
+    reference: Callable[..., Any]
+    seeded_cases: Callable[[], Iterable[Case]]
+    strategy: Any = None  # a hypothesis SearchStrategy of Case, or None
+    max_examples: int = 20
+    returns: type | tuple[type, ...] | None = None
+    points: int = 1
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+    @property
+    def chapter(self) -> str:
+        return self.exercise_id.split(".")[0]
+
+    @property
+    def parameters(self) -> list[str]:
+        return list(inspect.signature(self.reference).parameters)
+
+
+def exercise(
+    exercise_id: str,
+    *,
+    reference: Callable[..., Any],
+    name: str | None = None,
+    returns: type | tuple[type, ...] | None = None,
+    strategy: Any = None,
+    max_examples: int = 20,
+    points: int = 1,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+) -> Callable[[Callable[[], Iterable[Case]]], Exercise]:
+    """Decorate a function yielding seeded :class:`Case` objects to declare an exercise.
+
+    Args:
+        exercise_id: ``"NN.k"``, chapter NN, exercise k.
+        reference: the course's own implementation; the student's function must agree with it.
+        name: the function name the student defines; defaults to ``reference.__name__``.
+        returns: the type(s) the student's return value must have, e.g. ``torch.Tensor``.
+        strategy: hypothesis strategy drawing random :class:`Case` objects, run after the seeded
+            cases with a fixed seed (``derandomize=True``) so the output is reproducible.
+        max_examples: how many random cases hypothesis draws (>= 0).
+        points: the exercise's weight in ``grade`` (>= 1).
+        atol, rtol: float tolerances, as in ``torch.allclose``.
+    """
+    if not EXERCISE_ID.match(exercise_id):
+        raise ValueError(f"exercise_id must look like '03.2', got {exercise_id!r}")
+    if max_examples < 0:
+        raise ValueError(f"max_examples must be >= 0, got {max_examples}")
+    if points < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+
+    def declare(seeded_cases: Callable[[], Iterable[Case]]) -> Exercise:
+        return Exercise(
+            exercise_id=exercise_id,
+            name=name or reference.__name__,
+            reference=reference,
+            seeded_cases=seeded_cases,
+            strategy=strategy,
+            max_examples=max_examples,
+            returns=returns,
+            points=points,
+            atol=atol,
+            rtol=rtol,
+        )
+
+    return declare
+
+
+def exercises_for_chapter(chapter: str) -> dict[str, Exercise]:
+    """All exercises of chapter ``"NN"``, found in ``minidecode.checks.chNN``, in id order."""
+    module_name = f"minidecode.checks.ch{chapter}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise ValueError(f"no graded exercises for chapter {chapter!r} ({module_name})") from None
+    found = [value for value in vars(module).values() if isinstance(value, Exercise)]
+    found.sort(key=lambda ex: int(ex.exercise_id.split(".")[1]))
+    return {ex.exercise_id: ex for ex in found}
+
+
+def get_exercise(exercise_id: str) -> Exercise:
+    """The exercise registered under ``exercise_id`` (``"NN.k"``)."""
+    match = EXERCISE_ID.match(str(exercise_id))
+    if not match:
+        raise ValueError(f"exercise_id must look like '03.2', got {exercise_id!r}")
+    chapter_exercises = exercises_for_chapter(match["chapter"])
+    if exercise_id not in chapter_exercises:
+        known = ", ".join(chapter_exercises) or "none"
+        raise ValueError(f"unknown exercise {exercise_id!r}; chapter {match['chapter']} has {known}")
+    return chapter_exercises[exercise_id]
+
+
+# --------------------------------------------------------------------------------------------
+# check()
+
+
+@dataclass
+class CheckResult:
+    """What one check found. ``status`` is one of: passed, failed, not implemented, signature,
+    wrong type, missing, checker error."""
+
+    exercise_id: str
+    name: str
+    status: str
+    cases_passed: int = 0
+    cases_run: int = 0
+    detail: str = ""
+    points: int = 1
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def earned(self) -> int:
+        return self.points if self.passed else 0
+
+    def report(self) -> str:
+        head = f"{self.exercise_id} {self.name}"
+        if self.passed:
+            return f"✓ {head}: {self.cases_passed}/{self.cases_run} cases passed"
+        if self.status == "not implemented":
+            return f"✗ {head}: not implemented yet (the stub still raises NotImplementedError)"
+        return f"✗ {head}: {self.detail}"
+
+
+@dataclass
+class _Failure:
+    """A case on which the student's function disagrees with the reference."""
+
+    status: str  # "failed" or "wrong type"
+    case: Case
+    yours: str
+    expected: str
+    why: str = ""
+
+
+class _CaseFailed(Exception):
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.why)
+        self.failure = failure
+
+
+def check(exercise_id: str, fn: Callable[..., Any]) -> bool:
+    """Run exercise ``exercise_id``'s reference cases on ``fn``; print the verdict; return it.
+
+    Example:
+        >>> check("00.1", softmax_with_temperature)
+        ✓ 00.1 softmax_with_temperature: 25/25 cases passed
+        True
+    """
+    result = run_check(get_exercise(exercise_id), fn)
+    print(result.report())
+    return result.passed
+
+
+def run_check(ex: Exercise, fn: Callable[..., Any]) -> CheckResult:
+    """Compare ``fn`` with ``ex.reference`` on the seeded cases, then on hypothesis' cases."""
+    result = CheckResult(ex.exercise_id, ex.name, status="passed", points=ex.points)
+    expected_call = f"{ex.name}({', '.join(ex.parameters)})"
+    if not callable(fn):
+        result.status = "signature"
+        result.detail = f"expected a function {expected_call}, got {_type_name(fn)} {_show(fn)}"
+        return result
+    signature_problem = _signature_problem(ex, fn)
+    if signature_problem:
+        result.status = "signature"
+        result.detail = f"expected a function {expected_call}; {signature_problem}"
+        return result
+
+    try:
+        for case in ex.seeded_cases():
+            result.cases_run += 1
+            failure = _run_case(ex, fn, case)
+            if failure is not None:
+                return _failed(result, failure, case_number=result.cases_run)
+            result.cases_passed += 1
+        if ex.strategy is not None and ex.max_examples > 0:
+            return _run_random_cases(ex, fn, result)
+    except NotImplementedError:
+        result.status = "not implemented"
+    except Exception as err:  # a bug in the checker itself, not in the student's function
+        result.status = "checker error"
+        result.detail = f"the checker itself failed ({_type_name(err)}: {err}); please report it"
+    return result
+
+
+def _signature_problem(ex: Exercise, fn: Callable[..., Any]) -> str:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature; let the call decide
+        return ""
+    placeholders = [object()] * len(ex.parameters)
+    try:
+        signature.bind(*placeholders)
+    except TypeError:
+        fn_name = getattr(fn, "__name__", type(fn).__name__)
+        count = len(ex.parameters)
+        return f"it must accept {count} positional argument{'s' * (count != 1)}, yours is {fn_name}{signature}"
+    return ""
+
+
+def _run_case(ex: Exercise, fn: Callable[..., Any], case: Case) -> _Failure | None:
+    """None when ``fn`` agrees with the reference on ``case``. Lets NotImplementedError through."""
+    expected, expected_error = _call(ex.reference, case)
+    if isinstance(expected_error, NotImplementedError):
+        raise RuntimeError(f"reference {ex.reference.__name__} is not implemented")
+    try:
+        yours, your_error = fn(*copy.deepcopy(case.args)), None
+    except NotImplementedError:
+        raise
+    except Exception as err:
+        yours, your_error = None, err
+
+    if expected_error is not None:
+        if your_error is None:
+            return _Failure("failed", case, f"returned {_show(yours)}", _raised(expected_error))
+        if isinstance(your_error, type(expected_error)):
+            return None
+        return _Failure("failed", case, _raised(your_error), _raised(expected_error))
+    if your_error is not None:
+        return _Failure("failed", case, _raised(your_error), _show(expected))
+    if ex.returns is not None and not isinstance(yours, ex.returns):
+        wanted = " or ".join(_type_name(t) for t in _as_tuple(ex.returns))
+        return _Failure(
+            "wrong type", case, _show(yours), _show(expected),
+            why=f"expected the return value to be a {wanted}, got {_type_name(yours)}",
+        )
+    difference = _difference(yours, expected, ex.atol, ex.rtol)
+    if difference:
+        return _Failure("failed", case, _show(yours), _show(expected), why=difference)
+    return None
+
+
+def _call(function: Callable[..., Any], case: Case) -> tuple[Any, Exception | None]:
+    try:
+        return function(*copy.deepcopy(case.args)), None
+    except Exception as err:
+        return None, err
+
+
+def _failed(result: CheckResult, failure: _Failure, case_number: int, note: str = "") -> CheckResult:
+    result.status = failure.status
+    lines = [
+        failure.why if failure.status == "wrong type" else f"case {case_number} failed{note}",
+        f"  input:    {_show_args(failure.case)}",
+        f"  yours:    {failure.yours}",
+        f"  expected: {failure.expected}",
+    ]
+    if failure.why and failure.status != "wrong type":
+        lines.append(f"  ({failure.why})")
+    result.detail = "\n".join(lines)
+    return result
+
+
+def _run_random_cases(ex: Exercise, fn: Callable[..., Any], result: CheckResult) -> CheckResult:
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+
+    first_failure_at: list[int] = []
+
+    @settings(
+        max_examples=ex.max_examples,
+        derandomize=True,  # same cases on every run, so notebook outputs are reproducible
+        database=None,
+        deadline=None,
+        print_blob=False,
+        verbosity=Verbosity.quiet,
+        phases=(Phase.generate, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(ex.strategy)
+    def one_random_case(case: Case) -> None:
+        if not first_failure_at:
+            result.cases_run += 1
+        failure = _run_case(ex, fn, case)
+        if failure is not None:
+            if not first_failure_at:
+                first_failure_at.append(result.cases_run)
+            raise _CaseFailed(failure)
+        if not first_failure_at:
+            result.cases_passed += 1
+
+    try:
+        one_random_case()
+    except Exception as err:  # hypothesis re-raises the shrunk failure, sometimes in a group
+        case_failed = _find_case_failed(err)
+        if case_failed is None:
+            raise
+        note = " (random case, shrunk to the smallest failing input found)"
+        return _failed(result, case_failed.failure, first_failure_at[0], note)
+    return result
+
+
+def _find_case_failed(err: BaseException) -> _CaseFailed | None:
+    if isinstance(err, _CaseFailed):
+        return err
+    for inner in getattr(err, "exceptions", ()):
+        found = _find_case_failed(inner)
+        if found is not None:
+            return found
+    if err.__cause__ is not None:
+        return _find_case_failed(err.__cause__)
+    return None
+
+
+def _difference(yours: Any, expected: Any, atol: float, rtol: float) -> str:
+    """Empty when ``yours`` matches ``expected``; otherwise why not, in one line."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(expected, torch.Tensor):
+        if not isinstance(yours, torch.Tensor):
+            return f"expected a torch.Tensor, got {_type_name(yours)}"
+        if yours.shape != expected.shape:
+            return f"shape {tuple(yours.shape)}, expected {tuple(expected.shape)}"
+        if yours.dtype != expected.dtype:
+            return f"dtype {yours.dtype}, expected {expected.dtype}"
+        if expected.is_floating_point() or expected.is_complex():
+            yours_cpu, expected_cpu = yours.detach().cpu(), expected.detach().cpu()
+            if torch.allclose(yours_cpu, expected_cpu, rtol=rtol, atol=atol, equal_nan=True):
+                return ""
+            gap = (yours_cpu - expected_cpu).abs().nan_to_num(nan=math.inf)
+            worst = tuple(int(i) for i in torch.unravel_index(gap.argmax(), gap.shape))
+            return f"largest difference {gap.max().item():.3g} at index {worst}"
+        return "" if torch.equal(yours.cpu(), expected.cpu()) else "values differ"
+    if isinstance(expected, float) or (
+        isinstance(expected, int) and isinstance(yours, float) and not isinstance(expected, bool)
+    ):
+        if not isinstance(yours, (int, float)) or isinstance(yours, bool):
+            return f"expected a number, got {_type_name(yours)}"
+        if math.isnan(expected) and math.isnan(yours):
+            return ""
+        return "" if math.isclose(yours, expected, rel_tol=rtol, abs_tol=atol) else "values differ"
+    if isinstance(expected, (list, tuple)):
+        if type(yours) is not type(expected) or len(yours) != len(expected):
+            return f"expected a {_type_name(expected)} of length {len(expected)}"
+        for index, (mine, theirs) in enumerate(zip(yours, expected)):
+            inner = _difference(mine, theirs, atol, rtol)
+            if inner:
+                return f"item {index}: {inner}"
+        return ""
+    if isinstance(expected, dict):
+        if not isinstance(yours, dict) or set(yours) != set(expected):
+            return f"expected a dict with keys {sorted(expected, key=str)}"
+        for key in expected:
+            inner = _difference(yours[key], expected[key], atol, rtol)
+            if inner:
+                return f"key {key!r}: {inner}"
+        return ""
+    return "" if yours == expected else "values differ"
+
+
+def _show(value: Any) -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        text = repr(value)
+        if value.numel() > 8:
+            text = f"{text}  # shape {tuple(value.shape)}"
+    else:
+        text = repr(value)
+    text = " ".join(text.split())  # one line: tensors print over several
+    if len(text) > MAX_SHOWN_CHARS:
+        text = text[: MAX_SHOWN_CHARS - 5] + " ...)"
+    return text
+
+
+def _show_args(case: Case) -> str:
+    return ", ".join(_show(arg) for arg in case.args)
+
+
+def _raised(err: BaseException) -> str:
+    return f"raises {_type_name(err)}: {err}"
+
+
+def _type_name(value: Any) -> str:
+    kind = value if isinstance(value, type) else type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+# --------------------------------------------------------------------------------------------
+# grade
+
+
+class GradeError(Exception):
+    """The notebook could not be graded at all (missing, not a notebook, kernel died)."""
+
+
+@dataclass
+class GradeReport:
+    """Per-exercise results of one graded notebook, and the cells that raised while it ran."""
+
+    notebook: Path
+    results: list[CheckResult]
+    cell_errors: list[str] = field(default_factory=list)
+
+    @property
+    def earned(self) -> int:
+        return sum(result.earned for result in self.results)
+
+    @property
+    def possible(self) -> int:
+        return sum(result.points for result in self.results)
+
+    def table(self) -> str:
+        rows = [("exercise", "name", "points", "result")]
+        for result in self.results:
+            verdict = result.status
+            if result.cases_run and result.status in ("passed", "failed"):
+                verdict += f" ({result.cases_passed}/{result.cases_run} cases)"
+            rows.append((result.exercise_id, result.name, f"{result.earned}/{result.points}", verdict))
+        rows.append(("total", "", f"{self.earned}/{self.possible}", ""))
+        widths = [max(len(row[col]) for row in rows) for col in range(4)]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        lines.insert(len(lines) - 1, lines[1])
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "notebook": str(self.notebook),
+            "earned": self.earned,
+            "possible": self.possible,
+            "results": [dataclasses.asdict(result) for result in self.results],
+            "cell_errors": self.cell_errors,
+        }
+
+
+def chapter_of(notebook: Path) -> str:
+    """``"03"`` for ``exercises/03_temperature.ipynb``."""
+    match = NOTEBOOK_NAME.match(notebook.name)
+    if not match:
+        raise GradeError(f"cannot tell the chapter of {notebook.name}: expected a name like 03_topic.ipynb")
+    return match["chapter"]
+
+
+def load_notebook(notebook: Path | str, *, chapter: str | None = None) -> tuple[Any, str]:
+    """Read and validate ``notebook``; return it (nbformat 4) and its chapter ``"NN"``.
+
+    Raises:
+        GradeError: the file is missing, is not a notebook, or its chapter has no exercises.
+    """
+    import nbformat
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise GradeError(f"no such notebook: {path}")
+    chapter = chapter or chapter_of(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise GradeError(f"{path} is not a Jupyter notebook (not UTF-8 text)") from None
+    except json.JSONDecodeError as err:
+        raise GradeError(f"{path} is not a Jupyter notebook (invalid JSON: {err})") from None
+    if not isinstance(raw, dict) or "cells" not in raw:
+        raise GradeError(f"{path} is not a Jupyter notebook (a JSON object without 'cells')")
+    try:
+        nb = nbformat.reads(json.dumps(raw), as_version=4)
+        nbformat.validate(nb)
+    except Exception as err:
+        summary = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GradeError(f"{path} is not a valid Jupyter notebook ({summary})") from None
+    try:
+        exercises_for_chapter(chapter)
+    except ValueError as err:
+        raise GradeError(str(err)) from None
+    return nb, chapter
+
+
+def grade_notebook(notebook: Path | str, *, timeout: int = 300, chapter: str | None = None) -> GradeReport:
+    """Execute ``notebook`` in a fresh kernel of this Python, then check each exercise.
+
+    Cells that raise do not stop the run (a broken cell must not cost the other exercises); they
+    are listed in ``cell_errors``, except ``NotImplementedError``, which only marks an unfinished
+    stub. Each exercise is then checked against the function of the exercise's name left in the
+    notebook's namespace, so the score does not depend on the notebook's own ``check`` calls.
+
+    Raises:
+        GradeError: the file is missing, is not a notebook, or its kernel died.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    path = Path(notebook)
+    nb, chapter = load_notebook(path, chapter=chapter)
+    exercises = exercises_for_chapter(chapter)
+
+    with tempfile.TemporaryDirectory(prefix="minidecode-grade-") as scratch:
+        results_path = Path(scratch) / "results.json"
+        student_cells = len(nb.cells)
+        nb.cells.append(nbformat.v4.new_code_cell(
+            "import minidecode.grading as _minidecode_grading\n"
+            f"_minidecode_grading._grade_namespace({chapter!r}, globals(), {str(results_path)!r})\n"
+        ))
+        client = NotebookClient(
+            nb,
+            km=_current_env_kernel_manager(),
+            timeout=timeout,
+            allow_errors=True,
+            interrupt_on_timeout=True,
+            record_timing=False,
+            resources={"metadata": {"path": str(path.parent.resolve())}},
+        )
+        try:
+            # The kernel's own stderr holds only start-up chatter; cell output arrives via iopub.
+            client.execute(cleanup_kc=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except DeadKernelError as err:
+            raise GradeError(f"the kernel died while running {path} ({err})") from None
+        finally:
+            if client.km is not None and client.km.has_kernel:
+                client.km.shutdown_kernel(now=True)
+        if not results_path.is_file():
+            raise GradeError(f"grading did not finish for {path} (the last cell produced no results)")
+        recorded = json.loads(results_path.read_text(encoding="utf-8"))
+
+    results = [CheckResult(**entry) for entry in recorded]
+    cell_errors = []
+    for index, cell in enumerate(nb.cells[:student_cells]):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") != "NotImplementedError":
+                cell_errors.append(f"cell {index + 1} raised {output['ename']}: {output['evalue']}")
+    known = {result.exercise_id for result in results}
+    results += [
+        CheckResult(ex.exercise_id, ex.name, "missing", detail="not run", points=ex.points)
+        for ex in exercises.values()
+        if ex.exercise_id not in known
+    ]
+    return GradeReport(path, results, cell_errors)
+
+
+def _grade_namespace(chapter: str, namespace: dict[str, Any], results_path: str) -> None:
+    """Run inside the graded kernel: check each exercise of ``chapter`` and write the results."""
+    results = []
+    for ex in exercises_for_chapter(chapter).values():
+        fn = namespace.get(ex.name)
+        if fn is None:
+            result = CheckResult(
+                ex.exercise_id, ex.name, "missing",
+                detail=f"the notebook defines no {ex.name}", points=ex.points,
+            )
+        else:
+            with redirect_stdout(io.StringIO()):  # students' debug prints are not grading output
+                result = run_check(ex, fn)
+        results.append(dataclasses.asdict(result))
+    Path(results_path).write_text(json.dumps(results), encoding="utf-8")
+
+
+def _current_env_kernel_manager() -> Any:
+    """A kernel manager whose kernel is this very Python, whatever kernelspecs are installed."""
+    import ipykernel.kernelspec
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    class CurrentEnvKernelSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> Any:
+            return self.kernel_spec_class(
+                resource_dir=ipykernel.kernelspec.RESOURCES,
+                **ipykernel.kernelspec.get_kernel_dict(),
+            )
+
+    return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentEnvKernelSpecs())

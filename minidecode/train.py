@@ -1,0 +1,456 @@
+"""Train the course's TinyWorld models: tokenizer, data packing, training loop, checkpoints.
+
+    python -m minidecode.train --preset quick   --out runs/quick     # a few minutes on a laptop
+    python -m minidecode.train --preset draft   --out runs/draft
+    python -m minidecode.train --preset target  --out runs/target    # use a GPU if you have one
+
+Each run writes ``metrics.csv`` (loss and task accuracies every ``eval_every`` steps), a resumable
+``checkpoint/`` (weights, AdamW moments and the step, all in safetensors/JSON: nothing is
+pickled) and, at the end, a Hugging Face-format model directory ``final/``. Running the same
+command again resumes from the checkpoint and continues the same run: the batch for step ``s`` is
+generated from ``(seed, s)`` alone, so a resumed run sees exactly the data it would have seen.
+
+Recipe (see ../shared/CALIBRATION.md and the model cards): AdamW (beta 0.9/0.95, weight decay 0.1
+on matrices), gradient clipping 1.0, linear warm-up then cosine decay to 10%, loss weight 3 on answer
+tokens, documents packed whole into rows (a retrieval document always starts its row, so no two
+retrieval documents share a row and a question can only be about its own document's facts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from minidecode import tinyworld as tw
+from minidecode.model import ModelConfig, Transformer
+
+ANSWER_WEIGHT = 3.0
+TOKENIZER_SEED = 12345  # corpus seed for the tokenizer's training sample
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def train_tokenizer(vocab_size: int = 2048, n_docs: int = 30_000):
+    """Byte-level BPE trained on a TinyWorld sample.
+
+    Digit runs are pre-split into pairs (`` ?\\d{1,2}``), so every number 0-99 is one token
+    (" 14") and a four-digit code is two ("48", "21"). CALIBRATION.md measured that single-token
+    numbers let a small model learn the restated arithmetic chains within minutes; digit-by-digit
+    tokens would triple the length of every calculation the model has to copy.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r" ?\d{1,2}"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[tw.EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    docs = tw.corpus(TOKENIZER_SEED, n_docs)
+    tokenizer.train_from_iterator((d.text for d in docs), trainer=trainer)
+    return tokenizer
+
+
+def encode_doc(tokenizer, doc: tw.Doc) -> tuple[list[int], list[float]]:
+    """``<|endoftext|>`` + the document's tokens, with weight 3 on tokens inside answer spans."""
+    enc = tokenizer.encode(doc.text)
+    weights = []
+    for start, end in enc.offsets:
+        answer = any(start < b and end > a for a, b in doc.answer_spans)
+        weights.append(ANSWER_WEIGHT if answer else 1.0)
+    eos = tokenizer.token_to_id(tw.EOS)
+    return [eos, *enc.ids], [1.0, *weights]
+
+
+# ----------------------------------------------------------------------------- data
+NON_RETRIEVAL = {k: v for k, v in tw.DOC_WEIGHTS.items() if k != "retrieval"}
+
+
+def build_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float):
+    """One training row of ``seq_len + 1`` tokens, documents packed whole, padding weighted 0."""
+    ids: list[int] = []
+    weights: list[float] = []
+    if rng.random() < p_retrieval:
+        if rng.random() < 0.3:  # sometimes a short story first, so the needle is not always at 0
+            i, w = encode_doc(tokenizer, tw.story(rng, rng.randint(1, 4)))
+            ids, weights = i, w
+        while True:
+            i, w = encode_doc(tokenizer, tw.retrieval(rng, n_filler=rng.randint(2, 38)))
+            if len(ids) + len(i) <= seq_len + 1:
+                break
+        ids, weights = ids + i, weights + w
+    while len(ids) < seq_len + 1:
+        i, w = encode_doc(tokenizer, tw.sample_document(rng, NON_RETRIEVAL))
+        room = seq_len + 1 - len(ids)
+        if len(i) > room and room < 48:
+            break  # pad rather than start a document that would be cut almost at once
+        ids, weights = ids + i[:room], weights + w[:room]
+    pad = seq_len + 1 - len(ids)
+    eos = tokenizer.token_to_id(tw.EOS)
+    return ids + [eos] * pad, weights + [0.0] * pad
+
+
+_WORKER_TOKENIZER = None
+
+
+def _worker_init(tokenizer_json: str) -> None:
+    global _WORKER_TOKENIZER
+    from tokenizers import Tokenizer
+
+    _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
+
+
+def build_batch(args: tuple[int, int, int, int, float]):
+    """The batch for one step, a pure function of (seed, step): resumes see the same data."""
+    seed, step, batch_size, seq_len, p_retrieval = args
+    rows, weights = [], []
+    for r in range(batch_size):
+        rng = random.Random(f"{seed}-{step}-{r}")
+        i, w = build_row(rng, _WORKER_TOKENIZER, seq_len, p_retrieval)
+        rows.append(i)
+        weights.append(w)
+    return np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- presets
+@dataclass
+class TrainConfig:
+    model: dict
+    seq_len: int = 512
+    batch_size: int = 16
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    max_steps: int = 1000
+    time_budget_s: float | None = None  # if set, max_steps is re-derived from measured speed
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    p_retrieval: float = 0.6
+    eval_every: int = 100
+    eval_n: int = 32
+    ckpt_every: int = 200
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # ~3.2M parameters: 4 layers, width 256, 8 query heads sharing 4 key/value heads.
+    # Sized for the 2-core CPU (about 4-5k tokens/s); on a GPU raise batch_size.
+    "target": TrainConfig(
+        model=dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                   num_attention_heads=8, num_key_value_heads=4),
+        batch_size=16, lr=2e-3, warmup_steps=100, max_steps=8000, eval_every=100,
+        eval_n=24, ckpt_every=50),
+    # ~0.5M parameters: 2 layers, width 128.
+    "draft": TrainConfig(
+        model=dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2),
+        batch_size=16, lr=3e-3, warmup_steps=100, max_steps=2500, eval_every=250,
+        eval_n=24, ckpt_every=100),
+    # What a student runs in a notebook: the loss falls within minutes on a laptop CPU.
+    "quick": TrainConfig(
+        model=dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2),
+        seq_len=256, batch_size=8, lr=3e-3, warmup_steps=20, max_steps=300, eval_every=100,
+        eval_n=16, ckpt_every=100),
+}
+
+
+def model_config(cfg: TrainConfig, vocab_size: int, eos_id: int) -> ModelConfig:
+    return ModelConfig(vocab_size=vocab_size, max_position_embeddings=512,
+                       tie_word_embeddings=True, bos_token_id=eos_id, eos_token_id=eos_id,
+                       pad_token_id=eos_id, **cfg.model)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+# ----------------------------------------------------------------------------- quick evaluation
+@torch.no_grad()
+def greedy_batch(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
+                 stop_ids: set[int]) -> list[list[int]]:
+    """Greedy continuation of several prompts at once, without a cache.
+
+    Prompts are right-padded into one tensor; because attention is causal, the padding after a
+    prompt never influences it, so each step reads the logits at each prompt's own last position.
+    Recomputing everything per step is wasteful on a CPU but cheap on a GPU for short answers.
+    """
+    device = next(model.parameters()).device
+    if device.type == "cpu":  # on a CPU, one prompt at a time with the KV cache is far cheaper
+        return [greedy_cached(model, p, max_new_tokens, stop_ids) for p in prompts]
+    lengths = [len(p) for p in prompts]
+    width = min(max(lengths) + max_new_tokens, model.config.max_position_embeddings)
+    tokens = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        tokens[i, : len(p)] = torch.tensor(p, device=device)
+    cur = torch.tensor(lengths, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    out: list[list[int]] = [[] for _ in prompts]
+    for _ in range(max_new_tokens):
+        if bool(done.all()) or int(cur.max()) >= width:
+            break
+        span = int(cur.max())
+        logits = model(tokens[:, :span]).logits  # (batch, span, vocab)
+        nxt = logits[torch.arange(len(prompts), device=device), cur - 1].argmax(-1)
+        for i in range(len(prompts)):
+            if not done[i]:
+                t = int(nxt[i])
+                out[i].append(t)
+                tokens[i, cur[i]] = t
+                if t in stop_ids:
+                    done[i] = True
+        cur = torch.where(done, cur, cur + 1)
+    return out
+
+
+@torch.no_grad()
+def greedy_cached(model: Transformer, prompt: list[int], max_new_tokens: int,
+                  stop_ids: set[int]) -> list[int]:
+    """Greedy continuation of one prompt with the KV cache, stopping after a stop token."""
+    cache = model.new_cache()
+    room = model.config.max_position_embeddings - len(prompt)
+    logits = model(torch.tensor([prompt]), cache=cache).logits[0, -1]
+    out: list[int] = []
+    for _ in range(min(max_new_tokens, room)):
+        token = int(logits.argmax())
+        out.append(token)
+        if token in stop_ids or len(out) == room:
+            break
+        logits = model(torch.tensor([[token]]), cache=cache).logits[0, -1]
+    return out
+
+
+def quick_eval(model: Transformer, tokenizer, n: int, seed: int = 999) -> dict[str, float]:
+    """Retrieval (seen / held-out keys) and 2-step arithmetic accuracies on fresh documents."""
+    from minidecode.evaluate import encode_prompt
+
+    rng = random.Random(seed)
+    model.eval()
+    eos = tokenizer.token_to_id(tw.EOS)
+    newline = {i for t, i in tokenizer.get_vocab().items() if "Ċ" in t} | {eos}
+    result: dict[str, float] = {}
+    for split, keys in (("seen", tw.TRAIN_KEYS), ("heldout", tw.HELD_OUT_KEYS)):
+        docs = [tw.retrieval(rng, n_filler=rng.randint(2, 36), keys=keys) for _ in range(n)]
+        outs = greedy_batch(model, [encode_prompt(tokenizer, d.truth["prompt"]) for d in docs],
+                            3, newline)
+        hits = [tokenizer.decode(o).strip().startswith(d.truth["code"]) for o, d in zip(outs, docs)]
+        result[f"retrieval_{split}"] = float(np.mean(hits))
+    problems = [tw.arithmetic_problem(rng, n_steps=2) for _ in range(n)]
+    for mode in ("trigger", "greedy"):
+        prompts = [encode_prompt(tokenizer, tw.arithmetic_prompt(p, trigger=mode == "trigger"))
+                   for p in problems]
+        outs = [tokenizer.decode(o) for o in greedy_batch(model, prompts, 64, newline)]
+        hits = [tw.parse_number_answer(o) == p.answer for o, p in zip(outs, problems)]
+        result[f"arith2_{mode}"] = float(np.mean(hits))
+        if mode == "greedy":
+            result["direct_share"] = float(np.mean([o.strip().startswith("The") for o in outs]))
+    model.train()
+    return result
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int,
+                    cfg: TrainConfig) -> None:
+    """Weights, AdamW moments and the step, as safetensors + JSON (no pickle anywhere)."""
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path / "model.safetensors"))  # handles the tied embedding
+    moments = {}
+    for i, p in enumerate(model.parameters()):
+        state = opt.state.get(p, {})
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in state:
+                moments[f"{i}.{name}"] = state[name].detach().contiguous().cpu()
+        if "step" in state:
+            moments[f"{i}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+    save_file(moments, str(path / "optimizer.safetensors"))
+    (path / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg)}, indent=1))
+
+
+def load_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer) -> int:
+    device = next(model.parameters()).device
+    load_model(model, str(path / "model.safetensors"), device=str(device))
+    moments = load_file(str(path / "optimizer.safetensors"), device=str(device))
+    for i, p in enumerate(model.parameters()):
+        if f"{i}.exp_avg" in moments:
+            step_t = moments[f"{i}.step"].reshape(()).cpu()
+            opt.state[p] = {"step": step_t, "exp_avg": moments[f"{i}.exp_avg"],
+                            "exp_avg_sq": moments[f"{i}.exp_avg_sq"]}
+    return json.loads((path / "state.json").read_text())["step"]
+
+
+# ----------------------------------------------------------------------------- training
+def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device):
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95),
+                             fused=device.type == "cuda")
+
+
+def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None,
+          num_workers: int = 0, progress: bool = True, log=print) -> Transformer:
+    """Train (or resume) a model; returns it. See the module docstring for what is written."""
+    from tqdm.auto import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if tokenizer is None:
+        tokenizer = load_or_train_tokenizer(out / "tokenizer.json")
+    torch.manual_seed(cfg.seed)
+    model = Transformer(model_config(cfg, tokenizer.get_vocab_size(), tokenizer.token_to_id(tw.EOS)))
+    model.to(dev).train()
+    opt = make_optimizer(model, cfg, dev)
+    ckpt = out / "checkpoint"
+    step = 0
+    if (ckpt / "state.json").exists():
+        step = load_checkpoint(ckpt, model, opt)
+        saved = json.loads((ckpt / "state.json").read_text())["config"]
+        cfg = replace(cfg, max_steps=saved["max_steps"], time_budget_s=None)
+        log(f"resumed from {ckpt} at step {step}")
+    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters on {dev}")
+    metrics_path = out / "metrics.csv"
+    fields = ["step", "tokens", "elapsed_s", "loss", "lr", "retrieval_seen", "retrieval_heldout",
+              "arith2_trigger", "arith2_greedy", "direct_share"]
+    if not metrics_path.exists():
+        with metrics_path.open("w", newline="") as f:
+            csv.writer(f).writerow(fields)
+
+    tok_json = tokenizer.to_str()
+    jobs = ((cfg.seed, s, cfg.batch_size, cfg.seq_len, cfg.p_retrieval)
+            for s in range(step, 10**9))
+    if num_workers > 0:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(num_workers, _worker_init, (tok_json,))
+        batches = pool.imap(build_batch, jobs, chunksize=2)
+    else:
+        pool = None
+        _worker_init(tok_json)
+        batches = map(build_batch, jobs)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    t0 = time.time()
+    run_loss, run_n = 0.0, 0
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train")
+    while step < cfg.max_steps:
+        ids, weights = next(batches)
+        x = torch.from_numpy(ids).to(dev, non_blocking=True)
+        w = torch.from_numpy(weights).to(dev, non_blocking=True)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        if autocast is not None:
+            with autocast:
+                logits = model(x[:, :-1]).logits
+        else:
+            logits = model(x[:, :-1]).logits
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1),
+                              reduction="none")
+        wt = w[:, 1:].reshape(-1)
+        loss = (nll * wt).sum() / wt.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach()) if step % 10 == 0 or dev.type == "cpu" else 0.0
+        run_n += 1 if step % 10 == 0 or dev.type == "cpu" else 0
+        bar.update(1)
+        if cfg.time_budget_s is not None and step == 10:
+            t10 = time.time()
+        if cfg.time_budget_s is not None and step == 40:
+            # Fix the schedule's length from the measured speed, once; it is saved with the run.
+            # 10% of the budget is left for evaluations and checkpoints.
+            per_step = (time.time() - t10) / 30
+            left = 0.9 * cfg.time_budget_s - (time.time() - t0)
+            cfg = replace(cfg, max_steps=max(60, 40 + int(left / per_step)), time_budget_s=None)
+            bar.total = cfg.max_steps
+            log(f"{per_step * 1000:.1f} ms/step -> max_steps {cfg.max_steps}")
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            scores = quick_eval(model, tokenizer, cfg.eval_n)
+            row = {"step": step, "tokens": step * cfg.batch_size * cfg.seq_len,
+                   "elapsed_s": round(time.time() - t0, 1),
+                   "loss": round(run_loss / max(run_n, 1), 4), "lr": lr_at(step, cfg), **scores}
+            run_loss, run_n = 0.0, 0
+            with metrics_path.open("a", newline="") as f:
+                csv.writer(f).writerow([row[k] for k in fields])
+            log(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in row.items()))
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            save_checkpoint(ckpt, model, opt, step, cfg)
+    bar.close()
+    if pool is not None:
+        pool.terminate()
+    model.eval()
+    from minidecode.checkpoint import save_pretrained
+
+    save_pretrained(model.float().cpu(), out / "final", tokenizer=tokenizer,
+                    generation_config={"do_sample": False, "max_new_tokens": 64})
+    return model
+
+
+def load_or_train_tokenizer(path: Path):
+    from tokenizers import Tokenizer
+
+    if path.exists():
+        return Tokenizer.from_file(str(path))
+    tokenizer = train_tokenizer()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m minidecode.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="tokenizer.json to use (default: a shipped model's, else train one)")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds; sets max_steps from the speed of the first 30 steps")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--workers", type=int, default=0, help="data-generation processes")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = PRESETS[args.preset]
+    if args.max_steps is not None:
+        cfg = replace(cfg, max_steps=args.max_steps)
+    if args.time_budget is not None:
+        cfg = replace(cfg, time_budget_s=args.time_budget)
+    tok_path = args.tokenizer
+    if tok_path is None:
+        shipped = Path(__file__).parent / "models" / "tiny-target" / "tokenizer.json"
+        tok_path = shipped if shipped.exists() else args.out / "tokenizer.json"
+    tokenizer = load_or_train_tokenizer(tok_path)
+    if not (args.out / "tokenizer.json").exists():
+        args.out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(str(args.out / "tokenizer.json"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    train(cfg, args.out, tokenizer=tokenizer, device=args.device, num_workers=args.workers,
+          progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    main()
