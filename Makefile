@@ -4,8 +4,9 @@
 #   make test   set up .venv (once), then ruff and the whole test suite, notebooks included
 #
 # Set-up is idempotent: a stamp file keyed on pyproject.toml's hash makes the second run quick.
-# Without `nvidia-smi`, torch is the CPU build (from the CPU index, or a wheel pip finds locally);
-# with it, the default PyPI build (CUDA) is installed. Override with TORCH_INDEX_URL=... if needed.
+# Without `nvidia-smi`, torch is the CPU build (from the CPU index, or a wheel pip finds locally;
+# its pure-Python dependencies then come from PyPI with the package); with `nvidia-smi`, the default
+# PyPI build (CUDA). Override the version with TORCH_VERSION=..., the index with TORCH_CPU_INDEX=...
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -43,8 +44,8 @@ $(STAMP):
 		echo ">>> NVIDIA GPU found: pip install torch==$(TORCH_VERSION) (CUDA build from PyPI)"; \
 		$(VENV_PY) -m pip install "torch==$(TORCH_VERSION)" || exit 1; \
 	else \
-		echo ">>> no NVIDIA GPU: pip install torch==$(TORCH_VERSION), CPU build"; \
-		$(VENV_PY) -m pip install "torch==$(TORCH_VERSION)" --extra-index-url $(TORCH_CPU_INDEX) || exit 1; \
+		echo ">>> no NVIDIA GPU: pip install torch==$(TORCH_VERSION), CPU build (its dependencies come next)"; \
+		$(VENV_PY) -m pip install --no-deps "torch==$(TORCH_VERSION)" --extra-index-url $(TORCH_CPU_INDEX) || exit 1; \
 	fi
 	@echo ">>> pip install -e '.[$(EXTRAS)]'"
 	@$(VENV_PY) -m pip install -e ".[$(EXTRAS)]"

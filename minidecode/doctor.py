@@ -1,4 +1,4 @@
-"""``python -m minidecode doctor``: what is installed and usable, in a form to paste into bug reports.
+"""``python -m minidecode doctor``: what is installed and usable, to paste into bug reports.
 
 Each line starts with ``[OK]``, ``[FAIL]`` (needed and missing or too old) or ``[--]`` (optional and
 absent). The dependency list is read from ``pyproject.toml`` in a source checkout, otherwise from
@@ -153,8 +153,9 @@ def run_doctor(print_line: Callable[[str], None] = print) -> int:
         emit(*line)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     print_line("-- browser test")
-    emit("OK" if chromium else "--", f"chromium: {chromium or 'not found (apt-get install chromium)'}")
-    print_line(f"summary: {'all needed dependencies OK' if not failures else f'{failures} problem(s)'}")
+    emit("OK" if chromium else "--", f"chromium: {chromium or 'not found (apt install chromium)'}")
+    verdict = f"{failures} problem(s)" if failures else "all needed dependencies OK"
+    print_line(f"summary: {verdict}")
     return 1 if failures else 0
 
 

@@ -136,7 +136,8 @@ def evaluate(target, tokenizer, draft=None, n_retrieval: int = 20, n_arith: int 
     result: dict = {"retrieval": retrieval_grid(target, tokenizer, n_retrieval),
                     "arithmetic": arithmetic_table(target, tokenizer, n_arith)}
     docs = {f: held_out_docs(f, n_docs) for f in tw.FAMILIES}
-    result["perplexity"] = {"target": {f: perplexity(target, tokenizer, d) for f, d in docs.items()}}
+    result["perplexity"] = {"target": {f: perplexity(target, tokenizer, d)
+                                       for f, d in docs.items()}}
     if draft is not None:
         result["perplexity"]["draft"] = {f: perplexity(draft, tokenizer, d)
                                          for f, d in docs.items()}

@@ -63,7 +63,9 @@ def exercise_source(source: str, *, cell_type: str = "code") -> str:
         marker = line.strip()
         if marker in (BEGIN_SOLUTION, BEGIN_HIDDEN_TESTS):
             if open_marker is not None:
-                raise MarkerError(f"line {number}: {marker!r} inside {open_marker!r} (line {open_line})")
+                raise MarkerError(
+                    f"line {number}: {marker!r} inside {open_marker!r} (line {open_line})"
+                )
             open_marker, open_line = marker, number
             if marker == BEGIN_SOLUTION:
                 indent = line[: len(line) - len(line.lstrip())]
@@ -154,9 +156,11 @@ def build(solutions_dir: Path, exercises_dir: Path, *, check_only: bool = False)
             problems.append(f"wrote {target}")
     for stale in sorted(exercises_dir.glob("*.ipynb")) if exercises_dir.is_dir() else []:
         if stale.name not in expected_names:
-            problems.append(f"{stale} has no solution notebook" if check_only else f"removed {stale}")
-            if not check_only:
+            if check_only:
+                problems.append(f"{stale} has no solution notebook")
+            else:
                 stale.unlink()
+                problems.append(f"removed {stale}")
     return problems
 
 

@@ -27,6 +27,7 @@ import inspect
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -164,7 +165,8 @@ def get_exercise(exercise_id: str) -> Exercise:
     chapter_exercises = exercises_for_chapter(match["chapter"])
     if exercise_id not in chapter_exercises:
         known = ", ".join(chapter_exercises) or "none"
-        raise ValueError(f"unknown exercise {exercise_id!r}; chapter {match['chapter']} has {known}")
+        chapter = match["chapter"]
+        raise ValueError(f"unknown exercise {exercise_id!r}; chapter {chapter} has {known}")
     return chapter_exercises[exercise_id]
 
 
@@ -174,8 +176,8 @@ def get_exercise(exercise_id: str) -> Exercise:
 
 @dataclass
 class CheckResult:
-    """What one check found. ``status`` is one of: passed, failed, not implemented, signature,
-    wrong type, missing, checker error."""
+    """What one check found. ``status`` is one of: passed, failed, not implemented,
+    wrong signature, wrong type, missing, checker error."""
 
     exercise_id: str
     name: str
@@ -237,12 +239,12 @@ def run_check(ex: Exercise, fn: Callable[..., Any]) -> CheckResult:
     result = CheckResult(ex.exercise_id, ex.name, status="passed", points=ex.points)
     expected_call = f"{ex.name}({', '.join(ex.parameters)})"
     if not callable(fn):
-        result.status = "signature"
+        result.status = "wrong signature"
         result.detail = f"expected a function {expected_call}, got {_type_name(fn)} {_show(fn)}"
         return result
     signature_problem = _signature_problem(ex, fn)
     if signature_problem:
-        result.status = "signature"
+        result.status = "wrong signature"
         result.detail = f"expected a function {expected_call}; {signature_problem}"
         return result
 
@@ -274,7 +276,8 @@ def _signature_problem(ex: Exercise, fn: Callable[..., Any]) -> str:
     except TypeError:
         fn_name = getattr(fn, "__name__", type(fn).__name__)
         count = len(ex.parameters)
-        return f"it must accept {count} positional argument{'s' * (count != 1)}, yours is {fn_name}{signature}"
+        plural = "s" * (count != 1)
+        return f"it must accept {count} positional argument{plural}, yours is {fn_name}{signature}"
     return ""
 
 
@@ -317,7 +320,9 @@ def _call(function: Callable[..., Any], case: Case) -> tuple[Any, Exception | No
         return None, err
 
 
-def _failed(result: CheckResult, failure: _Failure, case_number: int, note: str = "") -> CheckResult:
+def _failed(
+    result: CheckResult, failure: _Failure, case_number: int, note: str = ""
+) -> CheckResult:
     result.status = failure.status
     lines = [
         failure.why if failure.status == "wrong type" else f"case {case_number} failed{note}",
@@ -451,7 +456,9 @@ def _raised(err: BaseException) -> str:
 def _type_name(value: Any) -> str:
     kind = value if isinstance(value, type) else type(value)
     module = kind.__module__
-    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+    if module in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{module}.{kind.__qualname__}"
 
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -488,10 +495,14 @@ class GradeReport:
             verdict = result.status
             if result.cases_run and result.status in ("passed", "failed"):
                 verdict += f" ({result.cases_passed}/{result.cases_run} cases)"
-            rows.append((result.exercise_id, result.name, f"{result.earned}/{result.points}", verdict))
+            points = f"{result.earned}/{result.points}"
+            rows.append((result.exercise_id, result.name, points, verdict))
         rows.append(("total", "", f"{self.earned}/{self.possible}", ""))
         widths = [max(len(row[col]) for row in rows) for col in range(4)]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in rows
+        ]
         lines.insert(1, "  ".join("-" * width for width in widths))
         lines.insert(len(lines) - 1, lines[1])
         return "\n".join(lines)
@@ -510,7 +521,9 @@ def chapter_of(notebook: Path) -> str:
     """``"03"`` for ``exercises/03_temperature.ipynb``."""
     match = NOTEBOOK_NAME.match(notebook.name)
     if not match:
-        raise GradeError(f"cannot tell the chapter of {notebook.name}: expected a name like 03_topic.ipynb")
+        raise GradeError(
+            f"cannot tell the chapter of {notebook.name}: expected a name like 03_topic.ipynb"
+        )
     return match["chapter"]
 
 
@@ -547,7 +560,13 @@ def load_notebook(notebook: Path | str, *, chapter: str | None = None) -> tuple[
     return nb, chapter
 
 
-def grade_notebook(notebook: Path | str, *, timeout: int = 300, chapter: str | None = None) -> GradeReport:
+def grade_notebook(
+    notebook: Path | str,
+    *,
+    timeout: int = 300,
+    chapter: str | None = None,
+    workdir: Path | str | None = None,
+) -> GradeReport:
     """Execute ``notebook`` in a fresh kernel of this Python, then check each exercise.
 
     Cells that raise do not stop the run (a broken cell must not cost the other exercises); they
@@ -555,13 +574,22 @@ def grade_notebook(notebook: Path | str, *, timeout: int = 300, chapter: str | N
     stub. Each exercise is then checked against the function of the exercise's name left in the
     notebook's namespace, so the score does not depend on the notebook's own ``check`` calls.
 
+    Args:
+        notebook: path to an ``NN_name.ipynb`` file.
+        timeout: seconds each cell may run (> 0) before the kernel is interrupted.
+        chapter: ``"NN"``, when the file name does not start with it.
+        workdir: the kernel's working folder; defaults to the notebook's own folder.
+
     Raises:
         GradeError: the file is missing, is not a notebook, or its kernel died.
     """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
+    from nbclient.util import run_sync
 
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     path = Path(notebook)
     nb, chapter = load_notebook(path, chapter=chapter)
     exercises = exercises_for_chapter(chapter)
@@ -580,25 +608,36 @@ def grade_notebook(notebook: Path | str, *, timeout: int = 300, chapter: str | N
             allow_errors=True,
             interrupt_on_timeout=True,
             record_timing=False,
-            resources={"metadata": {"path": str(path.parent.resolve())}},
+            resources={"metadata": {"path": str(Path(workdir or path.parent).resolve())}},
         )
         try:
             # The kernel's own stderr holds only start-up chatter; cell output arrives via iopub.
-            client.execute(cleanup_kc=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            client.execute(
+                cleanup_kc=True,
+                env=_kernel_environment(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         except DeadKernelError as err:
             raise GradeError(f"the kernel died while running {path} ({err})") from None
         finally:
             if client.km is not None and client.km.has_kernel:
-                client.km.shutdown_kernel(now=True)
+                run_sync(client.km.shutdown_kernel)(now=True)
         if not results_path.is_file():
-            raise GradeError(f"grading did not finish for {path} (the last cell produced no results)")
+            errors = [out for out in nb.cells[-1].get("outputs", []) if out.output_type == "error"]
+            why = f"{errors[0].ename}: {errors[0].evalue}" if errors else "no results were written"
+            raise GradeError(f"grading did not finish for {path} ({why})")
         recorded = json.loads(results_path.read_text(encoding="utf-8"))
 
     results = [CheckResult(**entry) for entry in recorded]
     cell_errors = []
     for index, cell in enumerate(nb.cells[:student_cells]):
         for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" and output.get("ename") != "NotImplementedError":
+            if output.get("output_type") != "error" or output["ename"] == "NotImplementedError":
+                continue
+            if output["ename"] == "KeyboardInterrupt":
+                cell_errors.append(f"cell {index + 1} ran past the {timeout} s limit; interrupted")
+            else:
                 cell_errors.append(f"cell {index + 1} raised {output['ename']}: {output['evalue']}")
     known = {result.exercise_id for result in results}
     results += [
@@ -626,10 +665,20 @@ def _grade_namespace(chapter: str, namespace: dict[str, Any], results_path: str)
     Path(results_path).write_text(json.dumps(results), encoding="utf-8")
 
 
+def _kernel_environment() -> dict[str, str]:
+    """This process's environment; from a source checkout, with the checkout on PYTHONPATH so the
+    kernel grades with the very minidecode that runs the grader."""
+    env = dict(os.environ)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
+    return env
+
+
 def _current_env_kernel_manager() -> Any:
     """A kernel manager whose kernel is this very Python, whatever kernelspecs are installed."""
     import ipykernel.kernelspec
-    from jupyter_client import KernelManager
+    from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
     class CurrentEnvKernelSpecs(KernelSpecManager):
@@ -639,4 +688,4 @@ def _current_env_kernel_manager() -> Any:
                 **ipykernel.kernelspec.get_kernel_dict(),
             )
 
-    return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentEnvKernelSpecs())
+    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=CurrentEnvKernelSpecs())

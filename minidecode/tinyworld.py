@@ -258,7 +258,7 @@ def arithmetic_problem(rng: random.Random, n_steps: int | None = None) -> Proble
 
 
 def arithmetic_prompt(problem: Problem, trigger: bool = False) -> str:
-    """The evaluation prompt; with ``trigger`` the answer starts with "Let's think step by step."."""
+    """The evaluation prompt; with ``trigger`` the answer opens with the trigger phrase."""
     return f"Q: {problem.question}\nA:" + (f" {TRIGGER}" if trigger else "")
 
 

@@ -10,10 +10,10 @@ pickled) and, at the end, a Hugging Face-format model directory ``final/``. Runn
 command again resumes from the checkpoint and continues the same run: the batch for step ``s`` is
 generated from ``(seed, s)`` alone, so a resumed run sees exactly the data it would have seen.
 
-Recipe (see ../shared/CALIBRATION.md and the model cards): AdamW (beta 0.9/0.95, weight decay 0.1
-on matrices), gradient clipping 1.0, linear warm-up then cosine decay to 10%, loss weight 3 on answer
-tokens, documents packed whole into rows (a retrieval document always starts its row, so no two
-retrieval documents share a row and a question can only be about its own document's facts).
+Recipe (see ../shared/CALIBRATION.md and the model cards): AdamW (beta 0.9/0.95, weight decay
+0.1 on matrices), gradient clipping 1.0, linear warm-up then cosine decay to 10%, loss weight 3 on
+answer tokens, documents packed whole into rows (a retrieval document always starts its row, so no
+two retrieval documents share a row and a question can only be about its own document's facts).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ PRESETS: dict[str, TrainConfig] = {
     "draft": TrainConfig(
         model=dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2),
-        batch_size=16, lr=3e-3, warmup_steps=100, max_steps=2500, eval_every=250,
+        batch_size=16, lr=3e-3, warmup_steps=100, max_steps=2000, eval_every=250,
         eval_n=24, ckpt_every=100),
     # What a student runs in a notebook: the loss falls within minutes on a laptop CPU.
     "quick": TrainConfig(
@@ -318,7 +318,8 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
     if tokenizer is None:
         tokenizer = load_or_train_tokenizer(out / "tokenizer.json")
     torch.manual_seed(cfg.seed)
-    model = Transformer(model_config(cfg, tokenizer.get_vocab_size(), tokenizer.token_to_id(tw.EOS)))
+    eos = tokenizer.token_to_id(tw.EOS)
+    model = Transformer(model_config(cfg, tokenizer.get_vocab_size(), eos))
     model.to(dev).train()
     opt = make_optimizer(model, cfg, dev)
     ckpt = out / "checkpoint"

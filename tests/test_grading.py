@@ -1,0 +1,350 @@
+"""The grading is real: solutions score full marks, fresh exercises score zero on every exercise,
+exercises/ is exactly what the generator writes, and bad input gets one clear line.
+
+Everything here is generic over solutions/*.ipynb, so a new chapter is covered by adding its
+solution notebook, its generated exercise notebook and minidecode/checks/chNN.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minidecode.exercises import (
+    MarkerError,
+    build,
+    exercise_notebook,
+    exercise_source,
+    render_notebook,
+)
+from minidecode.grading import (
+    chapter_of,
+    check,
+    exercises_for_chapter,
+    get_exercise,
+    grade_notebook,
+)
+from minidecode.tour import softmax_with_temperature
+
+REPO = Path(__file__).resolve().parent.parent
+SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
+SOLUTION_IDS = [path.stem for path in SOLUTIONS]
+
+
+def _grade_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "minidecode", "grade", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=600, env=env,
+    )
+
+
+def _write_notebook(path: Path, *sources: str) -> Path:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = new_notebook(cells=[new_code_cell(source) for source in sources])
+    nbformat.write(notebook, path)
+    return path
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+def test_there_is_at_least_one_solution_notebook() -> None:
+    assert SOLUTIONS, "solutions/ holds no notebook"
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=SOLUTION_IDS)
+def test_exercises_are_byte_identical_to_the_generator_output(solution: Path) -> None:
+    solution_json = json.loads(solution.read_text(encoding="utf-8"))
+    generated = render_notebook(
+        exercise_notebook(solution_json, generated_from=f"solutions/{solution.name}")
+    )
+    committed = REPO / "exercises" / solution.name
+    assert committed.is_file(), f"run `python -m minidecode.exercises build` to write {committed}"
+    assert committed.read_bytes() == generated.encode("utf-8"), (
+        f"{committed} is stale: run `python -m minidecode.exercises build`"
+    )
+
+
+def test_exercises_folder_holds_exactly_the_generated_notebooks() -> None:
+    assert build(REPO / "solutions", REPO / "exercises", check_only=True) == []
+    result = subprocess.run(
+        [sys.executable, "-m", "minidecode.exercises", "build", "--check"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_build_writes_then_check_finds_nothing(tmp_path: Path) -> None:
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    for solution in SOLUTIONS:
+        (solutions / solution.name).write_bytes(solution.read_bytes())
+    (exercises).mkdir()
+    (exercises / "99_stale.ipynb").write_text("{}", encoding="utf-8")
+    assert build(solutions, exercises, check_only=True)  # missing and stale files are reported
+    build(solutions, exercises)
+    assert not (exercises / "99_stale.ipynb").exists()
+    assert build(solutions, exercises, check_only=True) == []
+    for solution in SOLUTIONS:
+        committed = REPO / "exercises" / solution.name
+        assert (exercises / solution.name).read_bytes() == committed.read_bytes()
+
+
+def test_solution_region_becomes_a_stub_at_the_marker_indentation() -> None:
+    source = (
+        "def f(x):\n"
+        "    \"\"\"Doc.\"\"\"\n"
+        "    ### BEGIN SOLUTION\n"
+        "    return x + 1\n"
+        "    ### END SOLUTION\n"
+        "\n"
+        "y = 2"
+    )
+    assert exercise_source(source) == (
+        "def f(x):\n"
+        "    \"\"\"Doc.\"\"\"\n"
+        "    # YOUR CODE HERE\n"
+        "    raise NotImplementedError()\n"
+        "\n"
+        "y = 2"
+    )
+
+
+def test_hidden_tests_are_dropped_and_markdown_answers_stubbed() -> None:
+    source = "check('00.1', f)\n### BEGIN HIDDEN TESTS\nassert f(1) == 2\n### END HIDDEN TESTS\n"
+    assert exercise_source(source) == "check('00.1', f)\n"
+    answer = "Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION\n"
+    assert exercise_source(answer, cell_type="markdown") == "Why?\nYOUR ANSWER HERE\n"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "### BEGIN SOLUTION\nx = 1\n",
+        "x = 1\n### END SOLUTION\n",
+        "### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION\n",
+        "### BEGIN HIDDEN TESTS\nx = 1\n### END SOLUTION\n",
+    ],
+)
+def test_unbalanced_markers_are_an_error(source: str) -> None:
+    with pytest.raises(MarkerError):
+        exercise_source(source)
+
+
+def test_exercise_notebook_strips_outputs_and_keeps_cell_ids() -> None:
+    solution = {
+        "cells": [
+            {"cell_type": "code", "execution_count": 3, "id": "keep-me",
+             "metadata": {"execution": {"iopub.status.busy": "2024"}, "tags": ["t"]},
+             "outputs": [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}],
+             "source": ["def f():\n", "    ### BEGIN SOLUTION\n", "    return 1\n",
+                        "    ### END SOLUTION\n"]},
+            {"cell_type": "code", "execution_count": 4, "id": "hidden-only", "metadata": {},
+             "outputs": [],
+             "source": "### BEGIN HIDDEN TESTS\nassert f() == 1\n### END HIDDEN TESTS"},
+        ],
+        "metadata": {"widgets": {"state": {}}, "kernelspec": {"name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    exercise = exercise_notebook(solution)
+    assert [cell["id"] for cell in exercise["cells"]] == ["keep-me"]
+    cell = exercise["cells"][0]
+    assert cell["outputs"] == [] and cell["execution_count"] is None
+    assert cell["metadata"] == {"tags": ["t"]}
+    assert "widgets" not in exercise["metadata"]
+    assert render_notebook(exercise) == render_notebook(exercise_notebook(solution))
+
+
+# --------------------------------------------------------------------------- check()
+
+
+def test_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check("00.1", softmax_with_temperature) is True
+    out = capsys.readouterr().out
+    assert out.startswith("✓ 00.1 softmax_with_temperature: ") and "cases passed" in out
+
+
+def test_check_says_not_implemented_for_a_stub(capsys: pytest.CaptureFixture[str]) -> None:
+    def softmax_with_temperature(logits, temperature):
+        raise NotImplementedError()
+
+    assert check("00.1", softmax_with_temperature) is False
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_check_prints_the_first_failing_case_as_yours_vs_expected(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def forgot_the_temperature(logits, temperature):
+        return torch.softmax(logits, dim=-1)
+
+    assert check("00.1", forgot_the_temperature) is False
+    out = capsys.readouterr().out
+    assert "case 2 failed" in out
+    for label in ("input:", "yours:", "expected:"):
+        assert label in out
+
+
+def test_check_catches_a_failure_only_random_cases_find(capsys: pytest.CaptureFixture[str]) -> None:
+    def wrong_beyond_eight_logits(logits, temperature):  # no seeded case has more than 8
+        probs = softmax_with_temperature(logits, temperature)
+        return probs + 0.01 if logits.shape[-1] > 8 else probs
+
+    assert check("00.1", wrong_beyond_eight_logits) is False
+    assert "random case" in capsys.readouterr().out
+
+
+def test_check_rejects_a_wrong_signature(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check("00.1", lambda logits: logits) is False
+    out = capsys.readouterr().out
+    assert "expected a function softmax_with_temperature(logits, temperature)" in out
+    assert "2 positional arguments" in out
+
+
+def test_check_rejects_a_non_function(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check("00.1", 42) is False
+    assert "expected a function softmax_with_temperature(logits, temperature), got int" in (
+        capsys.readouterr().out
+    )
+
+
+def test_check_rejects_a_wrong_return_type(capsys: pytest.CaptureFixture[str]) -> None:
+    def as_list(logits, temperature):
+        return softmax_with_temperature(logits, temperature).tolist()
+
+    assert check("00.1", as_list) is False
+    out = capsys.readouterr().out
+    assert "expected the return value to be a torch.Tensor, got list" in out
+
+
+def test_check_names_the_known_exercises_for_an_unknown_id() -> None:
+    with pytest.raises(ValueError, match="00.1"):
+        check("00.99", softmax_with_temperature)
+    with pytest.raises(ValueError, match="look like"):
+        check("zero", softmax_with_temperature)
+
+
+def test_check_is_reproducible(capsys: pytest.CaptureFixture[str]) -> None:
+    check("00.1", softmax_with_temperature)
+    first = capsys.readouterr().out
+    check("00.1", softmax_with_temperature)
+    assert capsys.readouterr().out == first
+
+
+# --------------------------------------------------------------------------- grading proofs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=SOLUTION_IDS)
+def test_every_solution_notebook_scores_full_marks(solution: Path) -> None:
+    report = grade_notebook(solution)
+    registered = set(exercises_for_chapter(chapter_of(solution)))
+    assert {result.exercise_id for result in report.results} == registered
+    failing = [f"{r.exercise_id}: {r.status} {r.detail}" for r in report.results if not r.passed]
+    assert failing == [], "\n".join(failing)
+    assert report.earned == report.possible > 0
+    assert report.cell_errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=SOLUTION_IDS)
+def test_every_fresh_exercise_notebook_scores_zero_on_each_exercise(
+    solution: Path, tmp_path: Path
+) -> None:
+    fresh = tmp_path / solution.name
+    fresh.write_text(
+        render_notebook(exercise_notebook(json.loads(solution.read_text(encoding="utf-8")))),
+        encoding="utf-8",
+    )
+    report = grade_notebook(fresh, workdir=REPO / "exercises")
+    assert report.results, "no exercise was graded"
+    for result in report.results:
+        assert not result.passed, f"{result.exercise_id} passes on the stub: its check is too weak"
+        assert result.status == "not implemented", f"{result.exercise_id}: {result.detail}"
+    assert report.earned == 0
+
+
+@pytest.mark.slow
+def test_grade_cli_prints_a_score_table() -> None:
+    result = _grade_cli("exercises/00_tour.ipynb")
+    assert result.returncode == 0, result.stderr
+    assert "00.1" in result.stdout and "softmax_with_temperature" in result.stdout
+    assert "total" in result.stdout and "0/1" in result.stdout
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _assert_one_clean_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("grade: ") and expected in lines[0], lines[0]
+
+
+def test_grade_missing_file(tmp_path: Path) -> None:
+    _assert_one_clean_line(_grade_cli(str(tmp_path / "00_missing.ipynb")), "no such notebook")
+
+
+def test_grade_file_that_is_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "00_broken.ipynb"
+    path.write_text("this is not { json", encoding="utf-8")
+    _assert_one_clean_line(_grade_cli(str(path)), "invalid JSON")
+
+
+def test_grade_json_that_is_not_a_notebook(tmp_path: Path) -> None:
+    path = tmp_path / "00_list.ipynb"
+    path.write_text("[1, 2, 3]", encoding="utf-8")
+    _assert_one_clean_line(_grade_cli(str(path)), "not a Jupyter notebook")
+
+
+def test_grade_binary_file(tmp_path: Path) -> None:
+    path = tmp_path / "00_binary.ipynb"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    _assert_one_clean_line(_grade_cli(str(path)), "not a Jupyter notebook")
+
+
+def test_grade_name_without_chapter(tmp_path: Path) -> None:
+    path = _write_notebook(tmp_path / "homework.ipynb", "x = 1")
+    _assert_one_clean_line(_grade_cli(str(path)), "cannot tell the chapter")
+
+
+def test_grade_chapter_without_exercises(tmp_path: Path) -> None:
+    path = _write_notebook(tmp_path / "98_nothing.ipynb", "x = 1")
+    _assert_one_clean_line(_grade_cli(str(path)), "no graded exercises")
+
+
+@pytest.mark.slow
+def test_grade_notebook_whose_code_raises(tmp_path: Path) -> None:
+    path = _write_notebook(
+        tmp_path / "00_raises.ipynb",
+        "import torch\n1 / 0",
+        "def softmax_with_temperature(logits, temperature):\n"
+        "    return torch.softmax(logits / temperature, dim=-1)",
+    )
+    result = _grade_cli(str(path))
+    _assert_one_clean_line(result, "cell 1 raised ZeroDivisionError")
+    assert "00.1" in result.stdout  # the rest was still graded
+
+
+@pytest.mark.slow
+def test_grade_notebook_whose_kernel_dies(tmp_path: Path) -> None:
+    path = _write_notebook(tmp_path / "00_crash.ipynb", "import os\nos._exit(1)")
+    _assert_one_clean_line(_grade_cli(str(path)), "kernel died")
+
+
+def test_every_exercise_is_declared_properly() -> None:
+    for solution in SOLUTIONS:
+        for exercise_id, exercise in exercises_for_chapter(chapter_of(solution)).items():
+            assert get_exercise(exercise_id) is exercise
+            assert list(exercise.seeded_cases()), f"{exercise_id} has no seeded case"

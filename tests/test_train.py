@@ -1,0 +1,64 @@
+"""The training loop: the loss falls, and a resumed run is the same run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from minidecode.train import PRESETS, TrainConfig, lr_at, train, train_tokenizer
+
+TINY = replace(PRESETS["quick"], model=dict(hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=1, num_attention_heads=2,
+                                             num_key_value_heads=1),
+               seq_len=64, batch_size=4, lr=1e-2, warmup_steps=5, max_steps=40,
+               eval_every=10**6, ckpt_every=10)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(n_docs=2000)
+
+
+def _losses(path):
+    import csv
+
+    with open(path / "metrics.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_a_tiny_run_decreases_the_loss(tokenizer, tmp_path):
+    cfg = replace(TINY, eval_every=10, eval_n=2)
+    model = train(cfg, tmp_path, tokenizer=tokenizer, progress=False, log=lambda *_: None)
+    losses = _losses(tmp_path)
+    assert len(losses) == 4
+    assert losses[-1] < losses[0] - 0.5
+    assert (tmp_path / "final" / "model.safetensors").exists()
+    assert model.num_parameters() > 0
+
+
+def test_resuming_continues_the_same_run(tokenizer, tmp_path):
+    straight = train(replace(TINY, max_steps=20), tmp_path / "a", tokenizer=tokenizer,
+                     progress=False, log=lambda *_: None)
+    # Stop at step 10 (a checkpoint), then run the same command again with the full length.
+    train(replace(TINY, max_steps=10), tmp_path / "b", tokenizer=tokenizer, progress=False,
+          log=lambda *_: None)
+    state = tmp_path / "b" / "checkpoint" / "state.json"
+    import json
+
+    saved = json.loads(state.read_text())
+    saved["config"]["max_steps"] = 20  # as if the first run had been interrupted at step 10
+    state.write_text(json.dumps(saved))
+    resumed = train(replace(TINY, max_steps=20), tmp_path / "b", tokenizer=tokenizer,
+                    progress=False, log=lambda *_: None)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(model={}, lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55)
+    assert lr_at(110, cfg) == pytest.approx(0.1)
