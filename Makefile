@@ -63,7 +63,7 @@ lint: setup
 
 # pytest exits 5 when it collects no test at all; that is not a failure of the set-up.
 test: lint
-	@echo ">>> pytest tests/ + nbval over $(NOTEBOOK_DIRS)/"
+	@echo ">>> pytest tests/ + nbval over $(addsuffix /,$(NOTEBOOK_DIRS))"
 	@$(VENV_PY) -m pytest -p no:cacheprovider tests $(NOTEBOOK_DIRS) \
 		--nbval-lax --nbval-current-env --sanitize-with $(SANITIZE) $(PYTEST_ARGS); \
 	status=$$?; \
@@ -78,7 +78,7 @@ exercises: setup
 	@$(VENV_PY) -m minidecode.exercises build
 
 notebooks: setup
-	@echo ">>> executing $(NOTEBOOK_DIRS)/*.ipynb in place (outputs are committed)"
+	@echo ">>> executing $(addsuffix /*.ipynb,$(NOTEBOOK_DIRS)) in place (outputs are committed)"
 	@$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 \
 		$(foreach d,$(NOTEBOOK_DIRS),$(wildcard $(d)/*.ipynb))

@@ -1,3 +1,16 @@
-"""minidecode: a small, readable course package on how language models decode."""
+"""minidecode: a small, readable course package on how language models decode.
+
+    model, tokenizer = minidecode.load("tiny-target")   # a shipped model, by name or path
+"""
 
 __version__ = "0.1.0"
+
+
+def load(name_or_path, **kwargs):
+    """Load a shipped model ("tiny-target", "tiny-draft") or a checkpoint directory.
+
+    Returns ``(Transformer, tokenizers.Tokenizer)``; see ``minidecode.checkpoint.load``.
+    """
+    from minidecode.checkpoint import load as _load
+
+    return _load(name_or_path, **kwargs)

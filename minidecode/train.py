@@ -88,11 +88,13 @@ def build_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float):
         if rng.random() < 0.3:  # sometimes a short story first, so the needle is not always at 0
             i, w = encode_doc(tokenizer, tw.story(rng, rng.randint(1, 4)))
             ids, weights = i, w
-        while True:
-            i, w = encode_doc(tokenizer, tw.retrieval(rng, n_filler=rng.randint(2, 38)))
+        max_filler = max(2, min(38, seq_len // 14))  # ~11 tokens a filler sentence, + facts
+        for _ in range(20):  # a retrieval document is never cut: its questions need its facts
+            i, w = encode_doc(tokenizer, tw.retrieval(rng, n_filler=rng.randint(2, max_filler),
+                                                      n_facts=rng.randint(2, 8)))
             if len(ids) + len(i) <= seq_len + 1:
+                ids, weights = ids + i, weights + w
                 break
-        ids, weights = ids + i, weights + w
     while len(ids) < seq_len + 1:
         i, w = encode_doc(tokenizer, tw.sample_document(rng, NON_RETRIEVAL))
         room = seq_len + 1 - len(ids)
@@ -309,8 +311,13 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device):
 
 
 def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None,
-          num_workers: int = 0, progress: bool = True, log=print) -> Transformer:
-    """Train (or resume) a model; returns it. See the module docstring for what is written."""
+          num_workers: int = 0, progress: bool = True, log=print,
+          init_from: Path | None = None) -> Transformer:
+    """Train (or resume) a model; returns it. See the module docstring for what is written.
+
+    ``init_from``: a model directory whose weights start a new run (fresh optimiser and
+    schedule); used to continue a shipped model when its run directory is gone.
+    """
     from tqdm.auto import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -329,6 +336,12 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
         saved = json.loads((ckpt / "state.json").read_text())["config"]
         cfg = replace(cfg, max_steps=saved["max_steps"], time_budget_s=None)
         log(f"resumed from {ckpt} at step {step}")
+    elif init_from is not None:
+        from minidecode.checkpoint import load_pretrained
+
+        start, _ = load_pretrained(init_from, device=dev)
+        model.load_state_dict(start.state_dict())
+        log(f"initialised from {init_from}")
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters on {dev}")
     metrics_path = out / "metrics.csv"
     fields = ["step", "tokens", "elapsed_s", "loss", "lr", "retrieval_seen", "retrieval_heldout",
@@ -434,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--workers", type=int, default=0, help="data-generation processes")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="model directory whose weights start the run (fresh optimiser)")
     args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
     if args.max_steps is not None:
@@ -450,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer.save(str(args.out / "tokenizer.json"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     train(cfg, args.out, tokenizer=tokenizer, device=args.device, num_workers=args.workers,
-          progress=not args.no_progress)
+          progress=not args.no_progress, init_from=args.init_from)
 
 
 if __name__ == "__main__":

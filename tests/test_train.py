@@ -16,6 +16,15 @@ TINY = replace(PRESETS["quick"], model=dict(hidden_size=32, intermediate_size=64
                eval_every=10**6, ckpt_every=10)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a busy 2-core machine: one thread avoids oversubscription stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer(n_docs=2000)
@@ -39,10 +48,12 @@ def test_a_tiny_run_decreases_the_loss(tokenizer, tmp_path):
 
 
 def test_resuming_continues_the_same_run(tokenizer, tmp_path):
-    straight = train(replace(TINY, max_steps=20), tmp_path / "a", tokenizer=tokenizer,
+    # Warm-up covers the first 10 steps, so the interrupted run's schedule matches until then.
+    run = replace(TINY, warmup_steps=10)
+    straight = train(replace(run, max_steps=20), tmp_path / "a", tokenizer=tokenizer,
                      progress=False, log=lambda *_: None)
     # Stop at step 10 (a checkpoint), then run the same command again with the full length.
-    train(replace(TINY, max_steps=10), tmp_path / "b", tokenizer=tokenizer, progress=False,
+    train(replace(run, max_steps=10), tmp_path / "b", tokenizer=tokenizer, progress=False,
           log=lambda *_: None)
     state = tmp_path / "b" / "checkpoint" / "state.json"
     import json
@@ -50,7 +61,7 @@ def test_resuming_continues_the_same_run(tokenizer, tmp_path):
     saved = json.loads(state.read_text())
     saved["config"]["max_steps"] = 20  # as if the first run had been interrupted at step 10
     state.write_text(json.dumps(saved))
-    resumed = train(replace(TINY, max_steps=20), tmp_path / "b", tokenizer=tokenizer,
+    resumed = train(replace(run, max_steps=20), tmp_path / "b", tokenizer=tokenizer,
                     progress=False, log=lambda *_: None)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
@@ -62,3 +73,12 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(60, cfg) == pytest.approx(0.55)
     assert lr_at(110, cfg) == pytest.approx(0.1)
+
+
+def test_init_from_starts_a_new_run_from_saved_weights(tokenizer, tmp_path):
+    first = train(replace(TINY, max_steps=5), tmp_path / "a", tokenizer=tokenizer,
+                  progress=False, log=lambda *_: None)
+    second = train(replace(TINY, max_steps=0), tmp_path / "b", tokenizer=tokenizer,
+                   progress=False, log=lambda *_: None, init_from=tmp_path / "a" / "final")
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
