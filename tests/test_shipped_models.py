@@ -1,0 +1,47 @@
+"""The shipped TinyWorld checkpoints load in minidecode and in transformers, and agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import minidecode
+from minidecode import tinyworld as tw
+from minidecode.evaluate import encode_prompt
+
+MODELS = Path(minidecode.__file__).parent / "models"
+SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
+
+
+def test_the_draft_is_shipped():
+    assert "tiny-draft" in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_loads_in_both_libraries_and_agrees(name):
+    transformers = pytest.importorskip("transformers")
+    model, tokenizer = minidecode.load(name)
+    assert tokenizer is not None
+    ids = torch.tensor([encode_prompt(tokenizer, "Tom went to the kitchen. He found a red ball.")])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(MODELS / name, dtype=torch.float32)
+    hf.eval()
+    with torch.no_grad():
+        ours = model(ids).logits
+        theirs = hf(ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    # and the tokenizer loads through transformers too, with the same ids
+    hf_tok = transformers.AutoTokenizer.from_pretrained(MODELS / name)
+    assert hf_tok(tw.EOS + "Tom went to the kitchen.")["input_ids"] == encode_prompt(
+        tokenizer, "Tom went to the kitchen.")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_has_learned_tinyworld(name):
+    """Held-out story perplexity far below an untrained model's (about the vocabulary size)."""
+    from minidecode.evaluate import held_out_docs, perplexity
+
+    model, tokenizer = minidecode.load(name)
+    ppl = perplexity(model, tokenizer, held_out_docs("stories", 10))
+    assert ppl < 5.0, ppl
