@@ -53,9 +53,12 @@ $(STAMP):
 	@touch $(STAMP)
 	@echo ">>> set-up done ($(STAMP))"
 
+# Jupyter refuses to run as root (containers, CI) unless told to.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
+
 lab: setup
-	@echo ">>> $(VENV)/bin/jupyter lab notebooks/00_tour.ipynb"
-	@$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb
+	@echo ">>> $(VENV)/bin/jupyter lab notebooks/00_tour.ipynb $(LAB_ARGS)"
+	@$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb $(LAB_ARGS)
 
 lint: setup
 	@echo ">>> ruff check ."

@@ -170,6 +170,28 @@ def retrieval_question(key: str) -> str:
     return f"Q: What code does the {key} have?\nA: The {key} has code"
 
 
+def distinct_keys(rng: random.Random, keys: list[str], n: int) -> list[str]:
+    """Up to ``n`` keys from ``keys`` with no colour and no container in common.
+
+    Within one document every word of a key then names a single fact, so the token just before
+    the answer ("...the green box has code") has one matching fact, not several that share
+    "box": the lookup a small model can learn is "find where this key was stated", not a
+    two-word conjunction.
+    """
+    pool = list(keys)
+    rng.shuffle(pool)
+    chosen: list[str] = []
+    used: set[str] = set()
+    for key in pool:
+        words = set(key.split())
+        if not words & used:
+            chosen.append(key)
+            used |= words
+            if len(chosen) == n:
+                break
+    return chosen
+
+
 def random_code(rng: random.Random) -> str:
     return str(rng.randint(1000, 9999))
 
@@ -191,8 +213,10 @@ def retrieval(
     keys = TRAIN_KEYS if keys is None else keys
     n_filler = rng.randint(2, 40) if n_filler is None else n_filler
     n_facts = rng.randint(2, 8) if n_facts is None else n_facts
-    n_questions = rng.randint(1, min(4, n_facts)) if n_questions is None else n_questions
-    chosen = rng.sample(keys, n_facts)
+    n_questions = rng.randint(1, n_facts) if n_questions is None else n_questions
+    chosen = distinct_keys(rng, keys, n_facts)
+    n_facts = len(chosen)
+    n_questions = min(n_questions, n_facts)
     codes = [random_code(rng) for _ in chosen]
     filler = filler_sentences(rng, n_filler)
     depth = rng.random() if needle_depth is None else needle_depth

@@ -442,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="tokenizer.json to use (default: a shipped model's, else train one)")
     parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="rows a step")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds; sets max_steps from the speed of the first 30 steps")
     parser.add_argument("--device", default=None)
@@ -453,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = PRESETS[args.preset]
     if args.max_steps is not None:
         cfg = replace(cfg, max_steps=args.max_steps)
+    if args.batch_size is not None:
+        cfg = replace(cfg, batch_size=args.batch_size)
     if args.time_budget is not None:
         cfg = replace(cfg, time_budget_s=args.time_budget)
     tok_path = args.tokenizer

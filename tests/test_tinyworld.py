@@ -82,6 +82,18 @@ def test_retrieval_answers_were_stated_in_the_document():
         assert doc.truth["prompt"].count(tw.fact_sentence(doc.truth["key"], doc.truth["code"])) == 1
 
 
+def test_facts_in_one_document_share_no_colour_and_no_container():
+    rng = random.Random(5)
+    for keys in (tw.TRAIN_KEYS, tw.HELD_OUT_KEYS):
+        for _ in range(100):
+            doc = tw.retrieval(rng, n_facts=8, keys=keys)
+            facts = doc.text.split("\n\n")[0]  # the questions restate the keys
+            stated = re.findall(r"The (\w+) (\w+) has code \d{4}\.", facts)
+            colours, containers = zip(*stated)
+            assert len(stated) == 8
+            assert len(set(colours)) == len(colours) and len(set(containers)) == len(containers)
+
+
 def test_needle_depth_places_the_fact():
     rng = random.Random(4)
     early = tw.retrieval(rng, n_filler=30, needle_depth=0.0).truth
