@@ -15,8 +15,8 @@ MODELS = Path(minidecode.__file__).parent / "models"
 SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
 
 
-def test_the_draft_is_shipped():
-    assert "tiny-draft" in SHIPPED
+def test_the_target_and_the_draft_are_shipped():
+    assert {"tiny-target", "tiny-draft"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -45,3 +45,22 @@ def test_shipped_model_has_learned_tinyworld(name):
     model, tokenizer = minidecode.load(name)
     ppl = perplexity(model, tokenizer, held_out_docs("stories", 10))
     assert ppl < 5.0, ppl
+
+
+def test_the_target_thinks_step_by_step():
+    """The chain-of-thought effect the chapters need: the trigger beats a direct greedy answer.
+
+    Held-out two-step problems; the shipped target's card reports 0.96 vs 0.20 on 50.
+    """
+    from minidecode.evaluate import complete
+
+    model, tokenizer = minidecode.load("tiny-target")
+    rng = __import__("random").Random(7)
+    problems = [tw.arithmetic_problem(rng, n_steps=2) for _ in range(12)]
+
+    def accuracy(trigger: bool) -> float:
+        prompts = [tw.arithmetic_prompt(p, trigger=trigger) for p in problems]
+        outs = complete(model, tokenizer, prompts, 72)
+        return sum(tw.parse_number_answer(o) == p.answer for o, p in zip(outs, problems)) / 12
+
+    assert accuracy(trigger=True) >= accuracy(trigger=False) + 0.4
