@@ -1,0 +1,115 @@
+"""How to compare samplers: draw many samples, then measure diversity and quality.
+
+- ``distinct_n`` (Li, Galley, Brockett, Gao & Dolan 2016, arXiv:1510.03055): distinct n-grams /
+  all n-grams, pooled over the samples. 1 = no n-gram repeats; low = the samples say the same.
+- ``self_similarity``: the mean, over pairs of samples, of the Jaccard overlap of their n-gram
+  sets, ``|A ∩ B| / |A ∪ B|``. A cheaper cousin of Self-BLEU (Zhu et al. 2018, arXiv:1802.01886):
+  0 = every pair disjoint, 1 = every sample identical.
+- ``perplexity``: ``exp(mean NLL)`` of the generated tokens under a scoring model (the target),
+  a proxy for fluency: low = the model finds its own samples likely. Greedy text scores best
+  here and worst on diversity; a good sampler buys diversity cheaply in perplexity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from minidecode.generate import generate
+
+__all__ = [
+    "distinct_n",
+    "perplexity",
+    "sample_batch",
+    "self_similarity",
+    "story_prompts",
+    "trim_at_eos",
+]
+
+
+def _ngrams(tokens: Sequence[int], n: int) -> list[tuple[int, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(samples: Sequence[Sequence[int]], n: int = 2) -> float:
+    """Distinct n-grams / total n-grams over all ``samples`` (lists of token ids); 0 if none."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    grams = [gram for sample in samples for gram in _ngrams(list(sample), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_similarity(samples: Sequence[Sequence[int]], n: int = 2) -> float:
+    """Mean pairwise Jaccard overlap of the samples' n-gram sets (needs >= 2 samples)."""
+    if len(samples) < 2:
+        raise ValueError(f"self_similarity needs at least 2 samples, got {len(samples)}")
+    sets = [set(_ngrams(list(sample), n)) for sample in samples]
+    overlaps = [len(a & b) / len(a | b) if a | b else 1.0 for a, b in combinations(sets, 2)]
+    return sum(overlaps) / len(overlaps)
+
+
+def trim_at_eos(tokens: Tensor, prompt_length: int, eos_token_id: int | None) -> list[list[int]]:
+    """The generated part of each row, up to and including the first ``eos_token_id``."""
+    rows = []
+    for row in tokens[:, prompt_length:].tolist():
+        if eos_token_id is not None and eos_token_id in row:
+            row = row[: row.index(eos_token_id) + 1]
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def perplexity(model: Any, tokens: Tensor, prompt_length: int, eos_token_id: int | None = None
+               ) -> Tensor:
+    """(batch,) perplexity of each row's generated tokens given its prompt, under ``model``.
+
+    tokens: (batch, prompt + new) as ``generate`` returns; positions after a row's first
+    ``eos_token_id`` (the padding ``generate`` adds) are not scored.
+    """
+    logits = model(tokens[:, :-1]).logits.float()
+    targets = tokens[:, 1:]
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")      # (batch, L-1)
+    scored = torch.zeros_like(nll, dtype=torch.bool)
+    scored[:, prompt_length - 1 :] = True
+    if eos_token_id is not None:
+        is_eos = targets == eos_token_id
+        after_eos = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
+        scored &= ~after_eos
+    mean_nll = (nll * scored).sum(dim=1) / scored.sum(dim=1).clamp(min=1)
+    return mean_nll.exp()
+
+
+def sample_batch(model: Any, prompt_ids: Sequence[int], processors: Sequence, n: int,
+                 max_new_tokens: int, seed: int, eos_token_id: int | None = None) -> Tensor:
+    """``n`` samples of one prompt in one batch: (n, prompt + new) long, reproducible by ``seed``.
+
+    ``processors`` run in order at every step (stateful schedulers are reset first); an empty list
+    is plain sampling from the model's distribution.
+    """
+    for processor in processors:
+        if hasattr(processor, "reset"):
+            processor.reset()
+    input_ids = torch.tensor([list(prompt_ids)] * n, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    return generate(model, input_ids, max_new_tokens, do_sample=True,
+                    logits_processors=list(processors), generator=generator,
+                    eos_token_id=eos_token_id)
+
+
+def story_prompts(n: int, seed: int = 0) -> list[str]:
+    """The first sentence of ``n`` TinyWorld stories: open-ended prompts with many good next words.
+
+    Each story opening is followed by a random sequence of events, so a sampler has real choices
+    to make; the same ``seed`` always gives the same prompts.
+    """
+    import random
+
+    from minidecode import tinyworld
+
+    rng = random.Random(seed)
+    return [tinyworld.story(rng).text.split(". ")[0] + "." for _ in range(n)]
