@@ -348,3 +348,111 @@ def test_every_exercise_is_declared_properly() -> None:
         for exercise_id, exercise in exercises_for_chapter(chapter_of(solution)).items():
             assert get_exercise(exercise_id) is exercise
             assert list(exercise.seeded_cases()), f"{exercise_id} has no seeded case"
+
+
+# --------------------------------------------------------------------------- chapters 01-03
+
+
+def _keep_only_argmax(logits, *_):
+    return logits.masked_fill(logits < logits.amax(dim=-1, keepdim=True), float("-inf"))
+
+
+def _min_p_absolute(logits, min_p):  # compares p_i with min_p, forgetting to scale by p_max
+    return logits.masked_fill(torch.softmax(logits, -1) < min_p, float("-inf"))
+
+
+def _top_p_splitting_ties(logits, top_p):  # transformers' rule: ties at the boundary split
+    from transformers import TopPLogitsWarper
+
+    if not 0 < top_p <= 1:
+        raise ValueError("top_p")
+    return TopPLogitsWarper(top_p)(None, logits.reshape(-1, logits.shape[-1])).reshape(logits.shape)
+
+
+def _naive_entropy(logits):  # -sum p log(p + 1e-10): nan in float16, and the dtype of the input
+    probs = torch.softmax(logits, -1)
+    entropy = -(probs * torch.log(probs + 1e-10)).sum(-1)
+    return entropy, (probs * (torch.log(probs + 1e-10) + entropy[..., None]) ** 2).sum(-1)
+
+
+def _adaptive_by_top_p(logits, epsilon):  # a top-p count in disguise
+    if not 0 < epsilon < 1:
+        raise ValueError("epsilon")
+    return (torch.softmax(logits, -1).sort(-1, descending=True).values.cumsum(-1) < 0.9).sum(-1) + 1
+
+
+def _edt_inverted(entropy, t0, n, theta):  # n^(H / theta) instead of n^(theta / H)
+    if not (t0 > 0 and 0 < n < 1 and theta > 0):
+        raise ValueError("bad")
+    return t0 * n ** (entropy / theta)
+
+
+def _dynamic_linear(entropy, n_candidates, low, high, exponent):  # ignores the exponent
+    if not (0 <= low <= high and exponent > 0):
+        raise ValueError("bad")
+    fraction = torch.where(n_candidates > 1, entropy / torch.log(n_candidates.float()), 0.0)
+    return low + (high - low) * fraction.clamp(0, 1)
+
+
+@pytest.mark.parametrize(
+    "exercise_id, wrong",
+    [
+        ("01.1", _keep_only_argmax), ("01.1", _min_p_absolute),
+        ("01.2", _keep_only_argmax), ("01.2", _top_p_splitting_ties),
+        ("02.1", _naive_entropy),
+        ("02.2", lambda logits, epsilon: torch.ones(logits.shape[:-1], dtype=torch.long)),
+        ("02.2", _adaptive_by_top_p),
+        ("03.1", lambda entropy, t0, n, theta: torch.zeros_like(entropy)), ("03.1", _edt_inverted),
+        ("03.2", _dynamic_linear),
+    ],
+)
+def test_chapter_01_to_03_checks_reject_plausible_mistakes(exercise_id, wrong, capsys):
+    """Greedy stand-ins (argmax only, one candidate, temperature 0) and common slips all fail."""
+    assert check(exercise_id, wrong) is False
+    assert "failed" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- chapter 07
+
+
+def _resample_from_p(p, q, draft_token, uniform):  # the classic mistake: p instead of residual
+    if uniform < min(1.0, float(p[draft_token] / q[draft_token])):
+        return torch.nn.functional.one_hot(torch.tensor(draft_token), p.shape[-1]).to(p.dtype)
+    return p
+
+
+def _count_all_matches(draft_tokens, target_tokens):  # forgets to stop at the first mismatch
+    return sum(int(a) == int(b) for a, b in zip(list(draft_tokens), list(target_tokens)))
+
+
+def _earliest_match(tokens, max_ngram, num_tokens):  # the first occurrence, not the latest
+    tokens = list(tokens)
+    for n in range(min(max_ngram, len(tokens) - 1), 0, -1):
+        for start in range(len(tokens) - n):
+            if tokens[start:start + n] == tokens[len(tokens) - n:]:
+                return tokens[start + n:start + n + num_tokens]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "name", "wrong"),
+    [
+        ("07.1", "verify_position", _resample_from_p),
+        ("07.2", "accepted_prefix_length", _count_all_matches),
+        ("07.3", "find_candidate_tokens", _earliest_match),
+    ],
+)
+def test_chapter_07_checks_fail_on_the_stub_and_on_a_typical_mistake(
+    exercise_id: str, name: str, wrong, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exercise = get_exercise(exercise_id)
+    assert exercise.name == name
+    namespace: dict = {}
+    exec(f"def {name}({', '.join(exercise.parameters)}):\n    raise NotImplementedError()",
+         namespace)
+    assert check(exercise_id, namespace[name]) is False
+    assert "not implemented yet" in capsys.readouterr().out
+    assert check(exercise_id, wrong) is False
+    out = capsys.readouterr().out
+    assert "failed" in out and "yours:" in out and "expected:" in out
+    assert check(exercise_id, exercise.reference) is True
