@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from results_md import replace_section  # benchmarks/results_md.py, beside this script
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from minidecode.checkpoint import MODELS_DIR, load_pretrained
 from minidecode.generate import generate
 
 SECTION = "## Model: decode speed (issue 3)"
-RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
 def model_directory(scratch: Path) -> tuple[Path, str]:
@@ -116,16 +116,7 @@ def write_results(lines: list[str]) -> None:
     body = [SECTION, "",
             f"Command: `{command}`; machine: 2-core CPU, no GPU ({platform.machine()}); "
             "date: 2026-11-23.", "", *lines, ""]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(body)
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end == -1 else text[end + 1:]
-        text = text[:start] + "\n".join(body) + ("\n" + rest if rest else "")
-    RESULTS.write_text(text)
-    print(f"wrote {RESULTS}")
+    replace_section(SECTION, body)
 
 
 if __name__ == "__main__":

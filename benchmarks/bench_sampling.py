@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from results_md import replace_section  # benchmarks/results_md.py, beside this script
 
 import minidecode
 from minidecode import tinyworld
@@ -56,7 +57,6 @@ from minidecode.temperature import EDT, DynamicTemperature, SourceScheduler
 
 SECTION = "## Samplers: diversity, quality and cost per step (issue 5)"
 HERE = Path(__file__).parent
-RESULTS = HERE / "RESULTS.md"
 JSON_PATH = HERE / "results" / "sampling.json"
 FIGURE_PATH = HERE / "results" / "sampling_tradeoff.png"
 
@@ -278,16 +278,7 @@ def write_results(results: dict) -> None:
         "perplexity of all: its 200 texts are 10 texts repeated, and those fall into loops whose "
         "tokens the model, reading them, finds less likely than sampled text.", "",
     ]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end == -1 else text[end + 1:]
-        text = text[:start] + "\n".join(lines) + ("\n" + rest if rest else "")
-    RESULTS.write_text(text)
-    print(f"wrote {RESULTS}")
+    replace_section(SECTION, lines)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_md import replace_section  # benchmarks/results_md.py, beside this script
 from transformers import AutoModelForCausalLM
 
 import minidecode
@@ -42,7 +43,6 @@ from minidecode.prompt_lookup import PromptLookupDrafter
 from minidecode.speculative import ModelDrafter, speculative_generate, theoretical_speedup
 
 HERE = Path(__file__).parent
-RESULTS = HERE / "RESULTS.md"
 OUT = HERE / "results" / "speculative.json"
 SECTION = "## Speculative decoding (issue 8)"
 FAMILIES = ("stories", "structured")
@@ -256,16 +256,7 @@ def write_results(result: dict, lines: list[str]) -> None:
             f"date: {result['date']}. Full sweep (every gamma): `benchmarks/results/"
             "speculative.json`, plotted by `notebooks/07_speculative_decoding.ipynb`.", "",
             *lines, ""]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(body)
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end == -1 else text[end + 1:]
-        text = text[:start] + "\n".join(body) + ("\n" + rest if rest else "")
-    RESULTS.write_text(text)
-    print(f"wrote {RESULTS}")
+    replace_section(SECTION, body)
 
 
 if __name__ == "__main__":
