@@ -163,20 +163,12 @@ def processed_probs(tokens: Tensor, logits: Tensor, processors: Sequence[LogitsP
     after tokens[:, :n], ..., tokens[:, :n + k]. Returns (k + 1, vocab) float probabilities, the
     very distributions ``minidecode.generate.generate`` samples from.
     """
-    rows = logits.shape[0]
-    start = tokens.shape[1] - rows + 1
-    out = []
-    for i in range(rows):
-        scores = logits[i : i + 1].float()
-        for processor in processors:
-            scores = processor(tokens[:, : start + i], scores)
-        out.append(torch.softmax(scores / temperature, dim=-1))
-    return torch.cat(out, dim=0)
+    return torch.softmax(_processed_scores(tokens, logits, processors) / temperature, dim=-1)
 
 
 def _processed_scores(tokens: Tensor, logits: Tensor,
                       processors: Sequence[LogitsProcessor]) -> Tensor:
-    """As ``processed_probs`` but returns scores: greedy decoding takes their argmax."""
+    """processors(logits) for each row, row i seeing ``tokens[:, :t_i]`` (greedy: argmax)."""
     if not processors:
         return logits.float()
     rows = logits.shape[0]
