@@ -1,0 +1,66 @@
+"""Chapter 05 (multi-objective decoding): 05.1 the Pareto front with the correct dominance rule,
+05.2 Chebyshev selection with weights."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from hypothesis import strategies as st
+
+from minidecode.grading import Case, exercise
+from minidecode.multi_objective import chebyshev_select, pareto_front
+
+# 05.1 random cases: small integer grids, so ties and duplicates are common.
+_grid_points = st.integers(1, 3).flatmap(lambda m: st.lists(
+    st.lists(st.integers(0, 3), min_size=m, max_size=m), min_size=1, max_size=10))
+
+
+@exercise("05.1", reference=pareto_front, returns=list,
+          strategy=_grid_points.map(lambda points: Case(torch.tensor(points, dtype=torch.float64))),
+          max_examples=30)
+def pareto_front_cases() -> Iterator[Case]:
+    """A trade-off curve, a dominated point, duplicates, all equal, one objective, one point."""
+    yield Case(torch.tensor([[3.0, 1.0], [1.0, 3.0], [2.0, 2.0], [1.0, 1.0]]))
+    yield Case(torch.tensor([[3.0, 1.0], [3.0, 1.0], [2.0, 0.5]]))   # duplicates stay together
+    yield Case(torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]))   # all equal: all on the front
+    yield Case(torch.tensor([[2.0, 5.0], [2.0, 4.0]]))               # equal on one, better on one
+    yield Case(torch.tensor([[0.3], [0.9], [0.9], [0.1]]))
+    yield Case(torch.tensor([[1.0, 2.0, 3.0]]))
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        yield Case(torch.randn(12, 3, generator=generator, dtype=torch.float64))
+
+
+# 05.2 random cases: continuous scores (few ties) and non-negative weights, at least one > 0.
+@st.composite
+def _chebyshev_cases(draw: st.DrawFn) -> Case:
+    n = draw(st.integers(min_value=1, max_value=8))
+    m = draw(st.integers(min_value=1, max_value=4))
+    value = st.floats(min_value=-5.0, max_value=5.0, allow_nan=False)
+    scores = draw(st.lists(st.lists(value, min_size=m, max_size=m), min_size=n, max_size=n))
+    weights = draw(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=m, max_size=m))
+    weights[draw(st.integers(0, m - 1))] = draw(st.floats(min_value=0.1, max_value=1.0))
+    return Case(torch.tensor(scores, dtype=torch.float64),
+                torch.tensor(weights, dtype=torch.float64))
+
+
+@exercise("05.2", reference=chebyshev_select, returns=int, strategy=_chebyshev_cases(),
+          max_examples=25)
+def chebyshev_select_cases() -> Iterator[Case]:
+    """A knee point a weighted sum misses, corner weights, a constant objective, bad weights."""
+    f64 = torch.float64
+    knee = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.45, 0.45]], dtype=f64)
+    yield Case(knee, torch.tensor([0.5, 0.5], dtype=f64))            # the knee, index 2
+    yield Case(knee, torch.tensor([1.0, 0.0], dtype=f64))            # a corner: objective 0's best
+    yield Case(knee, torch.tensor([0.0, 3.0], dtype=f64))
+    yield Case(torch.tensor([[-2.0, 7.0], [-1.0, 7.0], [-3.0, 7.0]], dtype=f64),
+               torch.tensor([0.2, 0.8], dtype=f64))                   # a constant objective
+    yield Case(torch.tensor([[10.0, 0.1], [0.0, 0.3], [5.0, 0.2]], dtype=f64),
+               torch.tensor([0.5, 0.5], dtype=f64))                   # scales differ: normalise
+    generator = torch.Generator().manual_seed(6)
+    for _ in range(3):
+        yield Case(torch.randn(10, 3, generator=generator, dtype=f64),
+                   torch.rand(3, generator=generator, dtype=f64) + 0.05)
+    yield Case(knee, torch.tensor([-0.5, 1.0], dtype=f64))           # ValueError: negative
+    yield Case(knee, torch.tensor([0.0, 0.0], dtype=f64))            # ValueError: all zero

@@ -1,0 +1,230 @@
+"""Multi-objective decoding (minidecode.multi_objective): Pareto front, scalarisation, MOD."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minidecode
+from minidecode.evaluate import encode_prompt
+from minidecode.generate import generate
+from minidecode.multi_objective import (
+    MODProcessor,
+    chebyshev_select,
+    dominates,
+    generate_candidates,
+    mod_scores,
+    normalise_scores,
+    pareto_front,
+    score_candidates,
+    weighted_sum_select,
+)
+
+# small integer grids make ties and duplicates common, which is where the dominance rule matters
+_points = st.integers(1, 3).flatmap(lambda m: st.lists(
+    st.lists(st.integers(0, 4), min_size=m, max_size=m), min_size=1, max_size=12))
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    target, tokenizer = minidecode.load("tiny-target")
+    draft, _ = minidecode.load("tiny-draft")
+    return target.eval(), draft.eval(), tokenizer
+
+
+# --------------------------------------------------------------------------- dominance and front
+def test_dominance_needs_one_strict_improvement():
+    assert dominates([2, 1], [1, 1])
+    assert not dominates([1, 1], [1, 1])               # equal: neither dominates (the source's bug)
+    assert not dominates([2, 0], [1, 1])
+    with pytest.raises(ValueError, match="same length"):
+        dominates([1, 2], [1, 2, 3])
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(_points)
+def test_pareto_front_properties(points):
+    front = pareto_front(points)
+    assert front == sorted(set(front)) and front            # a finite set always has a front
+    for i in front:                                         # nobody dominates a returned point
+        assert not any(dominates(points[j], points[i]) for j in range(len(points)))
+    for i in set(range(len(points))) - set(front):          # every excluded point is dominated
+        assert any(dominates(points[j], points[i]) for j in front)
+    for i in front:                                         # duplicates share their fate
+        assert all(j in front for j in range(len(points)) if points[j] == points[i])
+
+
+def test_pareto_front_examples_and_duplicates():
+    assert pareto_front([[1, 1], [1, 1], [1, 1]]) == [0, 1, 2]
+    assert pareto_front([[3, 1], [1, 3], [2, 2], [1, 1], [3, 1]]) == [0, 1, 2, 4]
+    assert pareto_front([[0.5]]) == [0]
+    with pytest.raises(ValueError, match="scores must be 2-d"):
+        pareto_front([1, 2, 3])
+    with pytest.raises(ValueError, match="finite"):
+        pareto_front([[1.0, float("nan")]])
+
+
+# --------------------------------------------------------------------------- scalarisation
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(_points, st.data())
+def test_corner_weights_pick_that_objectives_best(points, data):
+    m = len(points[0])
+    axis = data.draw(st.integers(0, m - 1))
+    corner = [1.0 if i == axis else 0.0 for i in range(m)]
+    best = max(p[axis] for p in points)
+    for select in (weighted_sum_select, chebyshev_select):
+        chosen = select(points, corner)
+        assert points[chosen][axis] == best
+        assert chosen in pareto_front(points)              # ties broken towards the front
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(_points, st.data())
+def test_positive_weights_choose_a_pareto_point(points, data):
+    m = len(points[0])
+    weights = data.draw(st.lists(st.floats(0.05, 1.0), min_size=m, max_size=m))
+    assert weighted_sum_select(points, weights) in pareto_front(points)
+    assert chebyshev_select(points, weights) in pareto_front(points)
+
+
+def test_chebyshev_reaches_a_point_the_weighted_sum_cannot():
+    # (0.45, 0.45) lies below the line between the corners: no weighted sum ever picks it
+    points = [[1.0, 0.0], [0.0, 1.0], [0.45, 0.45]]
+    assert pareto_front(points) == [0, 1, 2]
+    picked = {weighted_sum_select(points, [w, 1 - w]) for w in torch.linspace(0, 1, 21).tolist()}
+    assert 2 not in picked
+    assert chebyshev_select(points, [0.5, 0.5]) == 2
+
+
+def test_normalise_scores():
+    scores = normalise_scores([[1.0, 5.0], [3.0, 5.0], [2.0, 5.0]])
+    assert torch.allclose(scores, torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]],
+                                               dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("weights", "match"), [([-0.5, 1.0], ">= 0"), ([0.0, 0.0], "all be zero"),
+                                                ([1.0], "one entry per objective"),
+                                                ([float("nan"), 1.0], ">= 0")])
+def test_bad_weights_are_clear_errors(weights, match):
+    for select in (weighted_sum_select, chebyshev_select):
+        with pytest.raises(ValueError, match=match):
+            select([[1.0, 2.0], [2.0, 1.0]], weights)
+
+
+# --------------------------------------------------------------------------- candidates
+def test_candidates_and_their_scores(models):
+    target, _, tokenizer = models
+    prompt = encode_prompt(tokenizer, "One sunny day, Mia")
+    settings_ = [{"temperature": 0.3}, {"temperature": 1.0, "top_p": 0.9},
+                 {"temperature": 1.5, "max_new_tokens": 6}]
+    candidates = generate_candidates(target, tokenizer, prompt, settings_, 12, seed=3)
+    again = generate_candidates(target, tokenizer, prompt, settings_, 12, seed=3)
+    assert [c.tokens for c in candidates] == [c.tokens for c in again]      # seeded
+    assert len(candidates[2].tokens) <= 6
+    scores = score_candidates(target, prompt, candidates)
+    assert scores.shape == (3, 4) and bool(torch.isfinite(scores).all())
+    assert bool((scores[:, 0] <= 0).all())                                  # mean log-prob
+    assert bool(((scores[:, 1] >= 0) & (scores[:, 1] <= 1)).all())          # Jaccard distance
+    assert scores[2, 3] == -len(candidates[2].tokens)
+    # a candidate repeated twice is less diverse than the others
+    twice = score_candidates(target, prompt, [candidates[0], candidates[0], candidates[1]],
+                             ["diversity"])
+    assert twice[0, 0] < twice[2, 0]
+    with pytest.raises(ValueError, match="objectives"):
+        score_candidates(target, prompt, candidates, ["beauty"])
+    for bad in ([], [{"top_p": 0.9}], [{"temperature": 0.0}]):
+        with pytest.raises(ValueError, match="settings"):
+            generate_candidates(target, tokenizer, prompt, bad, 4)
+
+
+# --------------------------------------------------------------------------- MOD
+def test_mod_scores_is_the_weighted_sum_of_log_probs():
+    a = torch.tensor([[2.0, 0.0, -1.0]])
+    b = torch.tensor([[0.0, 3.0, 0.0]])
+    mixed = mod_scores([a, b], [0.25, 0.75])
+    expected = 0.25 * torch.log_softmax(a, -1) + 0.75 * torch.log_softmax(b, -1)
+    assert torch.allclose(mixed, expected)
+    assert torch.allclose(mod_scores([a, b], [2.0, 6.0]), expected)         # normalised
+    assert torch.allclose(mod_scores([a, b], [1.0, 0.0]), torch.log_softmax(a, -1))
+    with pytest.raises(ValueError, match=">= 0"):
+        mod_scores([a, b], [-1.0, 2.0])
+    with pytest.raises(ValueError, match="all be zero"):
+        mod_scores([a, b], [0.0, 0.0])
+
+
+def test_mod_processor_endpoints_and_middle(models):
+    target, draft, tokenizer = models
+    ids = torch.tensor([encode_prompt(tokenizer, "One rainy day, Leo")])
+    alone = {name: generate(model, ids, 16) for name, model in (("target", target),
+                                                                  ("draft", draft))}
+    length = ids.shape[1]
+    at_zero = generate(target, ids, 16, logits_processors=[MODProcessor(draft, 0.0, length)])
+    at_one = generate(target, ids, 16, logits_processors=[MODProcessor(draft, 1.0, length)])
+    assert torch.equal(at_zero, alone["target"])
+    assert torch.equal(at_one, alone["draft"])
+    # the middle mixes: the first step's scores are the weighted sum of the two log-probs
+    processor = MODProcessor(draft, 0.3, length)
+    scores = target(ids).logits[:, -1]
+    mixed = processor(ids, scores)
+    expected = 0.7 * torch.log_softmax(scores, -1) + 0.3 * torch.log_softmax(
+        draft(ids).logits[:, -1], -1)
+    assert torch.allclose(mixed, expected, atol=1e-5)
+
+
+def test_mod_processor_with_a_second_prompt_reads_that_prompt(models):
+    target, _, tokenizer = models
+    ids = torch.tensor([encode_prompt(tokenizer, "One rainy day, Leo")])
+    other = encode_prompt(tokenizer, "Q: Mia has 3 apples. How many apples does Mia have?\nA:")
+    processor = MODProcessor(target, 1.0, ids.shape[1], other_prompt_ids=other)
+    out = generate(target, ids, 8, logits_processors=[processor])
+    expected = generate(target, torch.tensor([other]), 8)
+    assert out[0, ids.shape[1]:].tolist() == expected[0, len(other):].tolist()
+    for bad in (-0.1, 1.5, "half"):
+        with pytest.raises(ValueError, match="weight"):
+            MODProcessor(target, bad, 3)
+
+
+# --------------------------------------------------------------------------- graded exercises
+def _source_front(scores):            # the source's rule: ">= on every objective" dominates
+    n = scores.shape[0]
+    return [i for i in range(n)
+            if not any(j != i and bool((scores[j] >= scores[i]).all()) for j in range(n))]
+
+
+def _weighted_sum_instead(scores, weights):
+    if bool((weights < 0).any()) or float(weights.sum()) == 0.0:
+        raise ValueError("bad weights")
+    return int((normalise_scores(scores) @ weights).argmax())
+
+
+def _chebyshev_unnormalised(scores, weights):
+    if bool((weights < 0).any()) or float(weights.sum()) == 0.0:
+        raise ValueError("bad weights")
+    gap = scores.max(dim=0).values - scores
+    return int(((weights * gap).max(dim=1).values + 1e-6 * gap.sum(dim=1)).argmin())
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "name", "wrong"),
+    [("05.1", "pareto_front", _source_front),
+     ("05.2", "chebyshev_select", _weighted_sum_instead),
+     ("05.2", "chebyshev_select", _chebyshev_unnormalised)],
+)
+def test_chapter_05_checks_fail_on_the_stub_and_on_a_typical_mistake(exercise_id, name, wrong,
+                                                                     capsys):
+    from minidecode.grading import check, get_exercise
+
+    exercise = get_exercise(exercise_id)
+    assert exercise.name == name
+    namespace: dict = {}
+    exec(f"def {name}({', '.join(exercise.parameters)}):\n    raise NotImplementedError()",
+         namespace)
+    assert check(exercise_id, namespace[name]) is False
+    assert "not implemented yet" in capsys.readouterr().out
+    assert check(exercise_id, wrong) is False
+    out = capsys.readouterr().out
+    assert "failed" in out and "yours:" in out and "expected:" in out
+    assert check(exercise_id, exercise.reference) is True
