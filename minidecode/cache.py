@@ -15,6 +15,11 @@ Layout, per layer ``l``::
     keys[l]:      (batch, kv_heads, length, head_dim)   rotated by RoPE at positions[l]
     values[l]:    (batch, kv_heads, length, head_dim)
     positions[l]: (batch, kv_heads, length) long        the RoPE position of every entry
+    token_index[l]: (batch, kv_heads, length) long      which token of the stream the entry holds
+
+``token_index`` counts every token ever fed (0, 1, 2, ...); it never changes once written, so after
+a compression or a position reset it still says which token each kept entry came from (the cache
+policies of chapter 9 read it for recency and per-token scores; the playground highlights it).
 
 Keys are stored *after* rotation (as in transformers' ``DynamicCache``). The alternative, storing
 them before rotation and rotating the whole cache at every attention call, makes position edits free
@@ -71,6 +76,7 @@ class KVCache:
         self.keys: list[Tensor | None] = [None] * n
         self.values: list[Tensor | None] = [None] * n
         self.positions: list[Tensor | None] = [None] * n
+        self.token_index: list[Tensor | None] = [None] * n
         self.seen_tokens = 0
         self.next_position = 0
 
@@ -111,6 +117,7 @@ class KVCache:
         other.keys = [None if t is None else t.clone() for t in self.keys]
         other.values = [None if t is None else t.clone() for t in self.values]
         other.positions = [None if t is None else t.clone() for t in self.positions]
+        other.token_index = [None if t is None else t.clone() for t in self.token_index]
         other.seen_tokens = self.seen_tokens
         other.next_position = self.next_position
         return other
@@ -137,9 +144,14 @@ class KVCache:
         if values.shape != keys.shape or positions.shape != keys.shape[:3]:
             raise ValueError(f"values {tuple(values.shape)} and positions {tuple(positions.shape)} "
                              f"must match keys {tuple(keys.shape)} (positions without head_dim)")
+        # Layer 0 appends first and counts the new tokens; later layers receive the same tokens.
+        first = self.seen_tokens if layer == 0 else self.seen_tokens - keys.shape[2]
+        token_index = torch.arange(first, first + keys.shape[2], device=keys.device)
+        token_index = token_index.expand(keys.shape[:3])                    # (batch, kv, new)
         if self.keys[layer] is None:
             self.keys[layer], self.values[layer] = keys, values
             self.positions[layer] = positions
+            self.token_index[layer] = token_index
         else:
             if keys.shape[0] != self.keys[layer].shape[0]:
                 raise ValueError(f"batch size {keys.shape[0]} does not match the cache's batch "
@@ -147,6 +159,7 @@ class KVCache:
             self.keys[layer] = torch.cat([self.keys[layer], keys], dim=2)
             self.values[layer] = torch.cat([self.values[layer], values], dim=2)
             self.positions[layer] = torch.cat([self.positions[layer], positions], dim=2)
+            self.token_index[layer] = torch.cat([self.token_index[layer], token_index], dim=2)
         if layer == 0:
             self.seen_tokens += keys.shape[2]
             self.next_position = max(self.next_position, int(positions.max()) + 1)
@@ -167,10 +180,12 @@ class KVCache:
                 continue
             if length == 0:
                 self.keys[layer] = self.values[layer] = self.positions[layer] = None
+                self.token_index[layer] = None
             else:
                 self.keys[layer] = self.keys[layer][:, :, :length]
                 self.values[layer] = self.values[layer][:, :, :length]
                 self.positions[layer] = self.positions[layer][:, :, :length]
+                self.token_index[layer] = self.token_index[layer][:, :, :length]
         self._recompute_next_position()
 
     def keep(self, layer: int, indices: Tensor) -> None:
@@ -195,6 +210,7 @@ class KVCache:
         self.keys[layer] = self.keys[layer].gather(2, gather_kv)
         self.values[layer] = self.values[layer].gather(2, gather_kv)
         self.positions[layer] = self.positions[layer].gather(2, indices)
+        self.token_index[layer] = self.token_index[layer].gather(2, indices)
 
     def set_positions(self, layer: int, positions: Tensor) -> None:
         """Give the entries of ``layer`` new RoPE positions (Context-Reset RoPE).

@@ -197,3 +197,20 @@ def test_bookkeeping_nbytes_clone_and_errors():
         MODEL(torch.zeros(1, 1, dtype=torch.long), cache)
     cache.crop(0)
     assert (len(cache), cache.seen_tokens, cache.next_position, cache.nbytes()) == (0, 0, 0, 0)
+
+
+@torch.no_grad()
+def test_token_index_follows_append_crop_keep_and_position_resets():
+    cache = MODEL.new_cache()
+    MODEL(torch.randint(0, VOCAB, (1, 6)), cache)
+    MODEL(torch.randint(0, VOCAB, (1, 4)), cache)
+    for layer in range(3):
+        assert cache.token_index[layer][0, 0].tolist() == list(range(10))
+    cache.crop(8)                                       # a rollback forgets tokens 8 and 9
+    MODEL(torch.randint(0, VOCAB, (1, 2)), cache)       # ... so the next tokens reuse 8, 9
+    assert cache.token_index[2][0, 1].tolist() == list(range(10))
+    cache.keep(0, torch.tensor([[[1, 4, 9], [0, 2, 3]]]))
+    assert cache.token_index[0][0].tolist() == [[1, 4, 9], [0, 2, 3]]
+    cache.set_positions(0, torch.arange(3))             # positions change, the token ids do not
+    assert cache.token_index[0][0].tolist() == [[1, 4, 9], [0, 2, 3]]
+    assert cache.clone().token_index[0][0, 0].tolist() == [1, 4, 9]

@@ -1,0 +1,109 @@
+"""Chapter 09 (InfiniPot and cache policies): 09.1 NuC scores from logits, 09.2 CaP scores from the
+catalyst's attention, 09.3 the keep set (NuC first, then CaP), 09.4 Context-Reset RoPE positions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from hypothesis import strategies as st
+
+from minidecode.cache_policies.infinipot import catalyst_scores, infinipot_keep, novelty_scores
+from minidecode.grading import Case, exercise
+from minidecode.infinipot import context_reset_positions
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# 09.1 random cases: batch 1-2, length 1-12, vocabulary 2-9.
+@st.composite
+def _nuc_cases(draw: st.DrawFn) -> Case:
+    batch, length, vocab = (draw(st.integers(1, 2)), draw(st.integers(1, 12)),
+                            draw(st.integers(2, 9)))
+    seed = draw(st.integers(0, 10**6))
+    logits = torch.randn(batch, length, vocab, generator=_generator(seed)) * 3
+    ids = torch.randint(0, vocab, (batch, length), generator=_generator(seed + 1))
+    return Case(logits, ids)
+
+
+@exercise("09.1", reference=novelty_scores, returns=torch.Tensor, strategy=_nuc_cases(),
+          max_examples=20)
+def novelty_scores_cases() -> Iterator[Case]:
+    """A certain prediction (NLL 0), a uniform one (log V), the first token 0, a batch of two."""
+    logits = torch.tensor([[[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    yield Case(logits, torch.tensor([[2, 1, 0]]))           # token 1 after a uniform step: log 3
+    yield Case(logits, torch.tensor([[0, 0, 2]]))           # token 2 predicted with certainty
+    yield Case(torch.zeros(1, 1, 4), torch.tensor([[3]]))   # one token: nothing predicted it
+    yield Case(torch.randn(2, 6, 5, generator=_generator(0)), torch.randint(0, 5, (2, 6)))
+
+
+# 09.2 random cases: GQA shapes and a context followed by the catalyst.
+@st.composite
+def _cap_cases(draw: st.DrawFn) -> Case:
+    kv_heads = draw(st.sampled_from([1, 2, 4]))
+    group = draw(st.sampled_from([1, 2]))
+    context, catalyst = draw(st.integers(1, 10)), draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 10**6))
+    scores = torch.randn(1, kv_heads * group, catalyst, context + catalyst,
+                         generator=_generator(seed))
+    return Case(torch.softmax(scores, dim=-1), context, kv_heads)
+
+
+@exercise("09.2", reference=catalyst_scores, returns=torch.Tensor, strategy=_cap_cases(),
+          max_examples=20)
+def catalyst_scores_cases() -> Iterator[Case]:
+    """One head; heads sharing a KV head are summed; the catalyst's self-attention is dropped."""
+    weights = torch.tensor([[[[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]]]])  # 1 head, 2 catalyst queries
+    yield Case(weights, 1, 1)
+    yield Case(weights, 2, 1)
+    four = torch.softmax(torch.randn(2, 4, 3, 8, generator=_generator(3)), dim=-1)
+    yield Case(four, 5, 2)                                   # heads 0,1 -> KV 0; heads 2,3 -> 1
+    yield Case(four, 5, 4)
+    yield Case(four, 5, 1)
+
+
+# 09.3 random cases: distinct random scores, any budget and alpha.
+@st.composite
+def _keep_cases(draw: st.DrawFn) -> Case:
+    length = draw(st.integers(1, 16))
+    keep = draw(st.integers(1, length))
+    alpha = draw(st.sampled_from([0.0, 0.2, 0.5, 0.7, 1.0]))
+    seed = draw(st.integers(0, 10**6))
+    nuc, cap = torch.rand(2, 1, 2, length, generator=_generator(seed))
+    return Case(nuc, cap, keep, alpha)
+
+
+@exercise("09.3", reference=infinipot_keep, returns=torch.Tensor, strategy=_keep_cases(),
+          max_examples=25)
+def infinipot_keep_cases() -> Iterator[Case]:
+    """alpha 0 (CaP only), 1 (NuC only), 0.5; a NuC pick never counted twice; two heads differ."""
+    nuc = torch.tensor([[[0.9, 0.1, 0.8, 0.2, 0.3, 0.7]]])
+    cap = torch.tensor([[[0.5, 0.6, 0.1, 0.9, 0.2, 0.3]]])
+    yield Case(nuc, cap, 3, 0.0)                             # by CaP: entries 0, 1, 3
+    yield Case(nuc, cap, 3, 1.0)                             # by NuC: entries 0, 2, 5
+    yield Case(nuc, cap, 4, 0.5)                             # NuC 0, 2; then CaP 3, 1
+    yield Case(nuc, nuc, 4, 0.5)                             # same scores: no entry twice
+    two = torch.rand(2, 1, 2, 9, generator=_generator(5))
+    yield Case(two[0], two[1], 5, 0.4)
+
+
+# 09.4 random cases: kept token indices, distinct and unsorted.
+@st.composite
+def _reset_cases(draw: st.DrawFn) -> Case:
+    heads = draw(st.integers(1, 3))
+    length = draw(st.integers(1, 12))
+    seed = draw(st.integers(0, 10**6))
+    rows = [torch.randperm(100, generator=_generator(seed + h))[:length] for h in range(heads)]
+    return Case(torch.stack(rows)[None])
+
+
+@exercise("09.4", reference=context_reset_positions, returns=torch.Tensor,
+          strategy=_reset_cases(), max_examples=20)
+def context_reset_positions_cases() -> Iterator[Case]:
+    """Already in order; out of order; per head; one entry."""
+    yield Case(torch.tensor([[[0, 1, 2, 3]]]))
+    yield Case(torch.tensor([[[7, 3, 90, 12]]]))
+    yield Case(torch.tensor([[[5, 900, 17], [40, 2, 3]]]))
+    yield Case(torch.tensor([[[1234]]]))
