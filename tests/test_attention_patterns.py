@@ -1,0 +1,171 @@
+"""Chapter 08: per-head attention patterns, the source's selector fixed, profiling, cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidecode.attention_patterns import (
+    Global,
+    HeadPatterns,
+    Local,
+    SinkWindow,
+    Strided,
+    attended_pairs,
+    choose_local_heads,
+    cost_report,
+    estimate_vertical_slash,
+    loss_increase,
+    make_pattern,
+    mass_outside,
+    random_local_heads,
+    source_features,
+    source_selector,
+)
+from minidecode.model import ModelConfig, Transformer
+
+VOCAB = 61
+
+
+def make_model(seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, tie_word_embeddings=False)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.15)
+    return model
+
+
+MODEL = make_model()
+IDS = torch.randint(0, VOCAB, (1, 40), generator=torch.Generator().manual_seed(3))
+
+
+@torch.no_grad()
+def test_global_pattern_and_a_window_as_long_as_the_input_reproduce_the_model():
+    plain = MODEL(IDS).logits
+    for mask in (Global(), Local(window=40), SinkWindow(n_sinks=0, window=40), Strided(1, 1)):
+        pattern = HeadPatterns.for_model(MODEL, [[mask] * 4] * 2)
+        torch.testing.assert_close(MODEL(IDS, attention_pattern=pattern).logits, plain,
+                                   atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_a_short_window_changes_the_output():
+    pattern = HeadPatterns.for_model(MODEL, [[Local(window=4)] * 4] * 2)
+    assert (MODEL(IDS, attention_pattern=pattern).logits - MODEL(IDS).logits).abs().max() > 1e-2
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 60), window=st.integers(1, 70), sinks=st.integers(0, 8),
+       stride=st.integers(1, 9))
+def test_masks_are_causal_and_attend_the_documented_number_of_pairs(length, window, sinks, stride):
+    positions = torch.arange(length)
+    q, k = positions[:, None], positions[None, :]
+    expected = {
+        "global": length * (length + 1) // 2,
+        "local": int(((k <= q) & (q - k < window)).sum()),
+        "sink_window": int(((k <= q) & ((k < sinks) | (q - k < window))).sum()),
+        "strided": int(((k <= q) & ((q - k < window) | ((q - k) % stride == 0))).sum()),
+    }
+    masks = {"global": Global(), "local": Local(window), "sink_window": SinkWindow(sinks, window),
+             "strided": Strided(stride, window)}
+    for name, mask in masks.items():
+        m = mask(positions, positions)
+        assert not bool(m.triu(1).any()), name                  # nothing from the future
+        assert bool(m.diagonal().all()), name                   # a query always sees itself
+        assert attended_pairs(mask, length) == expected[name], name
+    # closed forms for the two simplest
+    w = min(window, length)
+    assert expected["local"] == w * (w + 1) // 2 + (length - w) * w
+
+
+def test_vertical_slash_is_estimated_from_the_last_queries():
+    weights = torch.zeros(20, 20)
+    weights[:, 3] = 0.5                                        # a column every query reads
+    weights[torch.arange(20), torch.arange(20)] = 0.5          # the diagonal
+    pattern = estimate_vertical_slash(weights, n_vertical=1, n_slash=1, last_queries=8)
+    assert pattern.verticals == (3,) and 0 in pattern.slashes
+    m = pattern(torch.arange(20), torch.arange(20))
+    assert bool(m[10, 3]) and bool(m[10, 10]) and not bool(m[10, 5])
+
+
+@torch.no_grad()
+def test_per_head_patterns_reach_the_attention():
+    pattern = HeadPatterns.for_model(MODEL, [[Global(), Local(2), Global(), Global()]] * 2)
+    weights = MODEL(IDS, attention_pattern=pattern, output_attentions=True).attentions[0][0]
+    assert float(weights[1, 30, :29].sum()) == 0.0              # head 1 is local: 2 keys only
+    assert float(weights[0, 30, :29].sum()) > 0.0               # head 0 still reads far back
+
+
+def test_cost_report_counts_pairs_and_kv_entries():
+    patterns = HeadPatterns.for_model(MODEL, [[Global()] * 4, [Local(10)] * 4])
+    report = cost_report(patterns, 100)
+    full = 100 * 101 // 2
+    assert report["per_layer"][0] == {"pairs": 1.0, "kv_entries": 1.0}
+    assert report["per_layer"][1]["pairs"] == pytest.approx((55 + 90 * 10) / full)
+    assert report["per_layer"][1]["kv_entries"] == pytest.approx(0.1)
+    assert report["pairs"] == pytest.approx((1 + (55 + 900) / full) / 2)
+
+
+def test_source_features_and_the_fixed_selector():
+    repetitive = torch.tensor([[1, 2] * 50])
+    features = source_features(repetitive, special_ids=[2])
+    assert features["token_diversity"] == 0.02 and features["special_share"] == 0.5
+    assert features["complexity"] == pytest.approx(0.26)
+    patterns, info = source_selector(MODEL, repetitive, special_ids=[2])
+    assert info["local"] == 1.0 and all(isinstance(m, SinkWindow)
+                                        for heads in patterns.patterns for m in heads)
+    diverse = torch.arange(50)[None]
+    patterns, info = source_selector(MODEL, diverse)
+    assert info["local"] == 0.0
+    middling = torch.tensor([[1, 2, 3, 4] * 10])
+    patterns, info = source_selector(MODEL, middling)
+    assert info["local"] == 0.5
+    assert sum(isinstance(m, SinkWindow) for heads in patterns.patterns for m in heads) == 4
+
+
+def test_profiling_finds_the_head_that_reads_far_back():
+    """Profiling scores every head; under a budget the head whose restriction costs the most
+    loss is the last one made local."""
+    docs = [torch.randint(0, VOCAB, (48,), generator=torch.Generator().manual_seed(s))
+            for s in range(3)]
+    local = SinkWindow(n_sinks=0, window=4)
+    mass = mass_outside(MODEL, docs, local)
+    assert mass.shape == (2, 4) and bool((mass >= 0).all()) and bool((mass <= 1 + 1e-5).all())
+    weighted = [(d, torch.ones(48)) for d in docs]
+    increase = loss_increase(MODEL, weighted, local)
+    assert increase.shape == (2, 4)
+    keep_global = choose_local_heads(increase, 0.75)
+    assert len(keep_global) == 6
+    worst = divmod(int(increase.flatten().argmax()), 4)
+    assert worst not in keep_global                             # the most-needed head stays global
+
+
+def test_choose_and_random_heads():
+    scores = torch.tensor([[0.3, 0.1], [0.2, 0.9]])
+    assert choose_local_heads(scores, 0.5) == {(0, 1), (1, 0)}
+    assert choose_local_heads(scores, 0.0) == set()
+    assert len(random_local_heads(4, 8, 0.25, seed=0)) == 8
+    assert random_local_heads(4, 8, 0.5, seed=1) == random_local_heads(4, 8, 0.5, seed=1)
+
+
+def test_bad_input_is_refused_with_the_parameter_named():
+    with pytest.raises(ValueError, match="window"):
+        Local(window=0)
+    with pytest.raises(ValueError, match="window"):
+        SinkWindow(n_sinks=4, window=0)
+    with pytest.raises(ValueError, match="unknown pattern name 'dilated'"):
+        make_pattern("dilated")
+    with pytest.raises(ValueError, match="has 3 masks, the model has 4 heads"):
+        HeadPatterns.for_model(MODEL, [[Global()] * 3] * 2)
+    with pytest.raises(ValueError, match="patterns has 1 layers"):
+        HeadPatterns.for_model(MODEL, [[Global()] * 4])
+    with pytest.raises(ValueError, match="fraction"):
+        choose_local_heads(torch.zeros(2, 2), 1.5)
+    with pytest.raises(ValueError, match="empty"):
+        source_features(torch.zeros(1, 0, dtype=torch.long))
