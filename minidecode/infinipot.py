@@ -126,7 +126,7 @@ def read_document(model: Transformer, input_ids: Tensor, policy: CachePolicy | N
         raise ValueError("input_ids must be a non-empty (batch, length) tensor: an empty document "
                          f"has nothing to read (got {getattr(input_ids, 'shape', input_ids)!r})")
     _check_sizes(policy, pot_size, keep_size, chunk_size, getattr(policy, "n_sinks", 0))
-    if policy is not None and policy.needs_attentions and not hasattr(model, "layers"):
+    if policy is not None and policy.needs_attentions and not isinstance(model, Transformer):
         raise ValueError(f"{type(policy).__name__} needs attention weights, which this model "
                          "cannot return (use a minidecode Transformer)")
     batch, length = input_ids.shape
