@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from results_md import replace_section  # benchmarks/results_md.py, beside this script
+from results_md import add_results_arguments, replace_section  # benchmarks/results_md.py
 
 import minidecode
 from minidecode import tinyworld as tw
@@ -196,10 +196,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="problems per step count")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--write-results", action="store_true")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="re-render a saved result instead of running")
+    add_results_arguments(parser, OUT)
     args = parser.parse_args()
     if args.from_json:
         result = json.loads(args.from_json.read_text())

@@ -32,7 +32,11 @@ import time
 from pathlib import Path
 
 import torch
-from results_md import replace_section  # benchmarks/results_md.py, beside this script
+from results_md import (  # benchmarks/results_md.py, beside this script
+    add_results_arguments,
+    replace_section,
+    rerender_from_json,
+)
 from transformers import AutoModelForCausalLM
 
 import minidecode
@@ -63,17 +67,9 @@ def main() -> None:
     parser.add_argument("--gammas", type=int, nargs="+", default=list(range(1, 9)))
     parser.add_argument("--max-ngram", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--write-results", action="store_true")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="re-render RESULTS.md from a results file; runs nothing")
+    add_results_arguments(parser, OUT)
     args = parser.parse_args()
-    if args.from_json:
-        result = json.loads(args.from_json.read_text())
-        lines = summary_lines(result)
-        print("\n".join(lines))
-        if args.write_results:
-            write_results(result, lines)
+    if rerender_from_json(args, summary_lines, write_results):
         return
     torch.set_num_threads(args.threads)
 

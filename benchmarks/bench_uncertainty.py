@@ -31,7 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_md import replace_section  # benchmarks/results_md.py, beside this script
+from results_md import (  # benchmarks/results_md.py, beside this script
+    add_results_arguments,
+    replace_section,
+    rerender_from_json,
+)
 from tqdm.auto import tqdm
 
 import minidecode
@@ -76,17 +80,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--write-results", action="store_true")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="re-render RESULTS.md from a results file; runs nothing")
+    add_results_arguments(parser, OUT)
     args = parser.parse_args()
-    if args.from_json:
-        result = json.loads(args.from_json.read_text())
-        lines = summary_lines(result)
-        print("\n".join(lines))
-        if args.write_results:
-            write_results(result, lines)
+    if rerender_from_json(args, summary_lines, write_results):
         return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

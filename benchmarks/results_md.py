@@ -22,3 +22,26 @@ def replace_section(section: str, body: list[str], results: Path = RESULTS) -> N
         text = text[:start] + "\n".join(body) + ("\n" + rest if rest else "")
     results.write_text(text)
     print(f"wrote {results}")
+
+
+def add_results_arguments(parser, out: Path) -> None:
+    """The options every benchmark that writes a JSON file and a RESULTS.md section shares."""
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--write-results", action="store_true")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="re-render RESULTS.md from a results file; runs nothing")
+
+
+def rerender_from_json(args, summary_lines, write_results) -> bool:
+    """With ``--from-json``: print the file's summary (and write RESULTS.md with
+    ``--write-results``) and return True, so the benchmark does not run; else return False."""
+    if not args.from_json:
+        return False
+    import json
+
+    result = json.loads(args.from_json.read_text())
+    lines = summary_lines(result)
+    print("\n".join(lines))
+    if args.write_results:
+        write_results(result, lines)
+    return True
