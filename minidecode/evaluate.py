@@ -78,6 +78,24 @@ def retrieval_grid(model, tokenizer, n_per_cell: int, seed: int = HELD_OUT_SEED)
     return rows
 
 
+def retrieval_by_facts(model, tokenizer, n_per_cell: int, facts: tuple[int, ...] = (1, 2, 4, 8),
+                       seed: int = HELD_OUT_SEED) -> list[dict]:
+    """Exact-match accuracy by the number of facts in the document (1 = a lone needle, more =
+    distractors of the same shape), for seen and held-out keys; filler and depth drawn at random
+    within the trained context."""
+    rng = random.Random(seed + 2)
+    rows = []
+    for split, keys in (("seen", tw.TRAIN_KEYS), ("heldout", tw.HELD_OUT_KEYS)):
+        for n_facts in facts:
+            docs = [tw.retrieval(rng, n_filler=rng.randint(2, 36), n_facts=n_facts,
+                                 needle_depth=rng.random(), keys=keys) for _ in range(n_per_cell)]
+            answers = complete(model, tokenizer, [d.truth["prompt"] for d in docs], 3)
+            hits = [a.strip().startswith(d.truth["code"]) for a, d in zip(answers, docs)]
+            rows.append({"split": split, "facts": n_facts, "accuracy": float(np.mean(hits)),
+                         "n": len(docs)})
+    return rows
+
+
 def arithmetic_table(model, tokenizer, n_per_step: int, seed: int = HELD_OUT_SEED) -> list[dict]:
     """Accuracy by number of steps for plain greedy and for the trigger prompt."""
     rng = random.Random(seed + 1)
@@ -131,10 +149,14 @@ def held_out_docs(family: str, n: int, seed: int = HELD_OUT_SEED) -> list[tw.Doc
 
 
 def evaluate(target, tokenizer, draft=None, n_retrieval: int = 20, n_arith: int = 50,
-             n_docs: int = 50) -> dict:
-    """Every figure of the TinyWorld issue's quality bars, as a dict (JSON-ready)."""
+             n_docs: int = 50, n_by_facts: int = 0) -> dict:
+    """Every figure of the TinyWorld issue's quality bars, as a dict (JSON-ready).
+
+    ``n_by_facts`` > 0 adds retrieval accuracy by number of facts (``retrieval_by_facts``)."""
     result: dict = {"retrieval": retrieval_grid(target, tokenizer, n_retrieval),
                     "arithmetic": arithmetic_table(target, tokenizer, n_arith)}
+    if n_by_facts:
+        result["retrieval_by_facts"] = retrieval_by_facts(target, tokenizer, n_by_facts)
     docs = {f: held_out_docs(f, n_docs) for f in tw.FAMILIES}
     result["perplexity"] = {"target": {f: perplexity(target, tokenizer, d)
                                        for f, d in docs.items()}}
@@ -151,6 +173,8 @@ def summary(result: dict) -> dict:
     ret = result["retrieval"]
     s = {f"retrieval_{split}": float(np.mean([r["accuracy"] for r in ret if r["split"] == split]))
          for split in ("seen", "heldout")}
+    for row in result.get("retrieval_by_facts", []):
+        s[f"retrieval_{row['facts']}fact_{row['split']}"] = row["accuracy"]
     for row in result["arithmetic"]:
         for k in ("greedy", "trigger", "direct_share"):
             s[f"arith{row['steps']}_{k}"] = row[k]
@@ -169,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-retrieval", type=int, default=20, help="documents per grid cell")
     parser.add_argument("--n-arith", type=int, default=50, help="problems per step count")
     parser.add_argument("--n-docs", type=int, default=50, help="documents per family")
+    parser.add_argument("--n-by-facts", type=int, default=0,
+                        help="documents per (key split, fact count) cell; 0 skips that table")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -177,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     target.to(device).eval()
     if draft is not None:
         draft.to(device).eval()
-    result = evaluate(target, tokenizer, draft, args.n_retrieval, args.n_arith, args.n_docs)
+    result = evaluate(target, tokenizer, draft, args.n_retrieval, args.n_arith, args.n_docs,
+                      args.n_by_facts)
     result["summary"] = summary(result)
     text = json.dumps(result, indent=1)
     if args.out:

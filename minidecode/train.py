@@ -3,6 +3,8 @@
     python -m minidecode.train --preset quick   --out runs/quick     # a few minutes on a laptop
     python -m minidecode.train --preset draft   --out runs/draft
     python -m minidecode.train --preset target  --out runs/target    # use a GPU if you have one
+    python -m minidecode.train --preset retriever --out runs/retriever \
+        --init-from minidecode/models/tiny-target                     # teach it to look things up
 
 Each run writes ``metrics.csv`` (loss and task accuracies every ``eval_every`` steps), a resumable
 ``checkpoint/`` (weights, AdamW moments and the step, all in safetensors/JSON: nothing is
@@ -80,21 +82,28 @@ def encode_doc(tokenizer, doc: tw.Doc) -> tuple[list[int], list[float]]:
 NON_RETRIEVAL = {k: v for k, v in tw.DOC_WEIGHTS.items() if k != "retrieval"}
 
 
-def build_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float):
-    """One training row of ``seq_len + 1`` tokens, documents packed whole, padding weighted 0."""
+def retrieval_row(rng: random.Random, tokenizer, seq_len: int,
+                  fact_counts: tuple[int, ...] | None = None):
+    """A row that starts with one retrieval document (sometimes after a short story), then other
+    families. ``fact_counts``: the number of facts is drawn from it (default 2-8 uniformly)."""
     ids: list[int] = []
     weights: list[float] = []
-    if rng.random() < p_retrieval:
-        if rng.random() < 0.3:  # sometimes a short story first, so the needle is not always at 0
-            i, w = encode_doc(tokenizer, tw.story(rng, rng.randint(1, 4)))
-            ids, weights = i, w
-        max_filler = max(2, min(38, seq_len // 14))  # ~11 tokens a filler sentence, + facts
-        for _ in range(20):  # a retrieval document is never cut: its questions need its facts
-            i, w = encode_doc(tokenizer, tw.retrieval(rng, n_filler=rng.randint(2, max_filler),
-                                                      n_facts=rng.randint(2, 8)))
-            if len(ids) + len(i) <= seq_len + 1:
-                ids, weights = ids + i, weights + w
-                break
+    if rng.random() < 0.3:  # sometimes a short story first, so the needle is not always at 0
+        ids, weights = encode_doc(tokenizer, tw.story(rng, rng.randint(1, 4)))
+    max_filler = max(2, min(38, seq_len // 14))  # ~11 tokens a filler sentence, + facts
+    for _ in range(20):  # a retrieval document is never cut: its questions need its facts
+        n_filler = rng.randint(2, max_filler)
+        n_facts = rng.randint(2, 8) if fact_counts is None else rng.choice(fact_counts)
+        i, w = encode_doc(tokenizer, tw.retrieval(rng, n_filler=n_filler, n_facts=n_facts))
+        if len(ids) + len(i) <= seq_len + 1:
+            ids, weights = ids + i, weights + w
+            break
+    return _fill_row(rng, tokenizer, seq_len, ids, weights)
+
+
+def _fill_row(rng: random.Random, tokenizer, seq_len: int, ids: list[int], weights: list[float]):
+    """Pack whole non-retrieval documents after ``ids`` up to ``seq_len + 1`` tokens, then pad
+    (padding weighted 0)."""
     while len(ids) < seq_len + 1:
         i, w = encode_doc(tokenizer, tw.sample_document(rng, NON_RETRIEVAL))
         room = seq_len + 1 - len(ids)
@@ -104,6 +113,49 @@ def build_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float):
     pad = seq_len + 1 - len(ids)
     eos = tokenizer.token_to_id(tw.EOS)
     return ids + [eos] * pad, weights + [0.0] * pad
+
+
+def build_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float):
+    """One training row of ``seq_len + 1`` tokens, documents packed whole, padding weighted 0."""
+    if rng.random() < p_retrieval:
+        return retrieval_row(rng, tokenizer, seq_len)
+    return _fill_row(rng, tokenizer, seq_len, [], [])
+
+
+def copy_row(rng: random.Random, tokenizer, seq_len: int):
+    """Random-token copy examples: ``<eos> x1..xn \\n x1..xn``, n in 16-48, loss on the copy only.
+
+    The induction-head task ("find where the current token occurred before, predict what came
+    next") in its purest form. ../shared/CALIBRATION.md: a small model learns it in ~2M tokens on
+    its own, while needle retrieval inside the mixture did not form in 25M; a share of these rows
+    built the lookup circuit that retrieval then reuses (tiny-retriever's card).
+    """
+    eos = tokenizer.token_to_id(tw.EOS)
+    newline = tokenizer.encode("\n").ids
+    vocab = tokenizer.get_vocab_size()
+    ids: list[int] = []
+    weights: list[float] = []
+    while True:
+        n = rng.randint(16, 48)
+        if len(ids) + 2 * n + 2 > seq_len + 1:
+            break
+        chunk = [rng.randrange(1, vocab) for _ in range(n)]
+        ids += [eos, *chunk, *newline, *chunk]
+        weights += [0.0] * (n + 1 + len(newline)) + [1.0] * n
+    pad = seq_len + 1 - len(ids)
+    return ids + [eos] * pad, weights + [0.0] * pad
+
+
+def mixture_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float, p_copy: float,
+                fact_counts: tuple[int, ...] | None):
+    """With ``p_copy`` a copy row, with ``p_retrieval`` a retrieval row (facts from
+    ``fact_counts``), otherwise a row of the other families (the retriever preset's mixture)."""
+    u = rng.random()
+    if u < p_copy:
+        return copy_row(rng, tokenizer, seq_len)
+    if u < p_copy + p_retrieval:
+        return retrieval_row(rng, tokenizer, seq_len, fact_counts)
+    return build_row(rng, tokenizer, seq_len, 0.0)
 
 
 _WORKER_TOKENIZER = None
@@ -116,13 +168,20 @@ def _worker_init(tokenizer_json: str) -> None:
     _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
 
 
-def build_batch(args: tuple[int, int, int, int, float]):
-    """The batch for one step, a pure function of (seed, step): resumes see the same data."""
-    seed, step, batch_size, seq_len, p_retrieval = args
+def build_batch(args: tuple):
+    """The batch for one step, a pure function of (seed, step): resumes see the same data.
+
+    args: (seed, step, batch_size, seq_len, p_retrieval[, p_copy, fact_counts]); with p_copy
+    set, rows come from ``mixture_row``.
+    """
+    seed, step, batch_size, seq_len, p_retrieval, *mixture = args
     rows, weights = [], []
     for r in range(batch_size):
         rng = random.Random(f"{seed}-{step}-{r}")
-        i, w = build_row(rng, _WORKER_TOKENIZER, seq_len, p_retrieval)
+        if mixture:
+            i, w = mixture_row(rng, _WORKER_TOKENIZER, seq_len, p_retrieval, *mixture)
+        else:
+            i, w = build_row(rng, _WORKER_TOKENIZER, seq_len, p_retrieval)
         rows.append(i)
         weights.append(w)
     return np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float32)
@@ -146,6 +205,11 @@ class TrainConfig:
     eval_n: int = 32
     ckpt_every: int = 200
     seed: int = 0
+    # The retriever mixture (None/0: the original one). data_seed names the data stream when
+    # it must differ from ``seed`` (which also seeds the weights' initialisation).
+    p_copy: float = 0.0
+    fact_counts: tuple[int, ...] | None = None
+    data_seed: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -169,6 +233,15 @@ PRESETS: dict[str, TrainConfig] = {
                    num_attention_heads=4, num_key_value_heads=2),
         seq_len=256, batch_size=8, lr=3e-3, warmup_steps=20, max_steps=300, eval_every=100,
         eval_n=16, ckpt_every=100),
+    # tiny-target trained further (run with --init-from its directory): 30% copy rows, 45%
+    # retrieval rows with mostly one or two facts, 25% the usual families; constant lr after a
+    # short warm-up (min_lr_ratio 1). See minidecode/models/tiny-retriever/README.md.
+    "retriever": TrainConfig(
+        model=dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                   num_attention_heads=8, num_key_value_heads=4),
+        batch_size=8, lr=1e-3, min_lr_ratio=1.0, warmup_steps=30, max_steps=2500,
+        p_retrieval=0.45, p_copy=0.3, fact_counts=(1, 1, 1, 2, 2, 3, 4, 5, 6, 8),
+        data_seed="needle", eval_every=100, eval_n=24, ckpt_every=100),
 }
 
 
@@ -351,7 +424,9 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
             csv.writer(f).writerow(fields)
 
     tok_json = tokenizer.to_str()
-    jobs = ((cfg.seed, s, cfg.batch_size, cfg.seq_len, cfg.p_retrieval)
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    mixture = (cfg.p_copy, cfg.fact_counts) if cfg.p_copy > 0 or cfg.fact_counts else ()
+    jobs = ((data_seed, s, cfg.batch_size, cfg.seq_len, cfg.p_retrieval, *mixture)
             for s in range(step, 10**9))
     if num_workers > 0:
         import multiprocessing as mp

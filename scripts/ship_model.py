@@ -54,7 +54,8 @@ def plot_curves(metrics: Path, out: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax1.plot(tokens, [float(r["loss"]) for r in rows])
     ax1.set(xlabel="training tokens (M)", ylabel="weighted loss", title="training loss")
-    for key in ("retrieval_seen", "retrieval_heldout", "arith2_trigger", "arith2_greedy"):
+    skip = {"step", "tokens", "elapsed_s", "loss", "lr", "direct_share"}
+    for key in [k for k in rows[0] if k not in skip]:  # every accuracy the run logged
         ax2.plot(tokens, [float(r[key]) for r in rows], label=key)
     ax2.set(xlabel="training tokens (M)", ylabel="accuracy (quick eval)", ylim=(-0.02, 1.02),
             title="task accuracy during training")
@@ -64,15 +65,20 @@ def plot_curves(metrics: Path, out: Path) -> None:
 
 
 def card(name: str, model: Transformer, state: dict, result: dict, command: str,
-         hardware: str, rows: list[dict]) -> str:
+         hardware: str, rows: list[dict], init_from: str | None = None) -> str:
     c = model.config
     s = result["summary"]
     last = rows[-1]
+    cfg = state["config"]
+    origin = ("trained from scratch" if init_from is None else
+              f"initialised from the shipped `{init_from}` and trained further")
+    schedule = ("constant after the warm-up" if cfg.get("min_lr_ratio", 0.1) == 1.0 else
+                f"cosine to {cfg.get('min_lr_ratio', 0.1):.0%}")
     lines = [
         f"# {name}",
         "",
-        f"A {model.num_parameters() / 1e6:.2f}M-parameter Llama-architecture decoder trained "
-        "from scratch on TinyWorld, minidecode's synthetic corpus (`minidecode/tinyworld.py`).",
+        f"A {model.num_parameters() / 1e6:.2f}M-parameter Llama-architecture decoder {origin} "
+        "on TinyWorld, minidecode's synthetic corpus (`minidecode/tinyworld.py`).",
         "Loads with `minidecode.load(\"" + name + "\")` and with "
         "`transformers.AutoModelForCausalLM.from_pretrained(path)`.",
         "",
@@ -97,8 +103,8 @@ def card(name: str, model: Transformer, state: dict, result: dict, command: str,
         f"- steps: {state['step']} of {state['config']['max_steps']} "
         f"({int(last['tokens']) / 1e6:.1f}M tokens, batch {state['config']['batch_size']} x "
         f"{state['config']['seq_len']}), wall time {float(last['elapsed_s']) / 60:.0f} min",
-        f"- AdamW lr {state['config']['lr']:g}, warm-up {state['config']['warmup_steps']} steps, "
-        "cosine to 10%, weight decay 0.1, clip 1.0, loss weight 3 on answer tokens",
+        f"- AdamW lr {cfg['lr']:g}, warm-up {cfg['warmup_steps']} steps, {schedule}, weight "
+        "decay 0.1, clip 1.0, loss weight 3 on answer tokens",
         "",
         "![learning curves](learning_curves.png)",
         "",
@@ -121,7 +127,11 @@ def main() -> None:
     parser.add_argument("--command", required=True)
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--target", default=None, help="shipped target, to measure agreement")
-    parser.add_argument("--notes", default="", help="extra markdown appended to the card")
+    parser.add_argument("--notes", default="", help="extra markdown appended to the card "
+                        "(a path to a .md file, or the text itself)")
+    parser.add_argument("--init-from", default=None, help="the shipped model the run started from")
+    parser.add_argument("--by-facts", type=int, default=0,
+                        help="documents per cell of the retrieval-by-number-of-facts table")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, tokenizer, state = model_from_run(args.run)
@@ -132,7 +142,8 @@ def main() -> None:
     shutil.copy(args.run / "metrics.csv", out / "metrics.csv")
     plot_curves(out / "metrics.csv", out / "learning_curves.png")
     small = args.target is not None  # a draft: smaller task grids, plus agreement
-    result = evaluate(model, tokenizer, None, *((4, 10, 50) if small else (20, 50, 50)))
+    result = evaluate(model, tokenizer, None, *((4, 10, 50) if small else (20, 50, 50)),
+                      n_by_facts=args.by_facts)
     if small and (MODELS / args.target / "config.json").exists():
         target, _ = load_pretrained(MODELS / args.target)
         result["agreement"] = {f: agreement(target, model, tokenizer, held_out_docs(f, 50))
@@ -141,8 +152,9 @@ def main() -> None:
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    text = card(args.name, model, state, result, args.command, args.hardware, rows)
-    (out / "README.md").write_text(text + ("\n" + args.notes + "\n" if args.notes else ""))
+    text = card(args.name, model, state, result, args.command, args.hardware, rows, args.init_from)
+    notes = Path(args.notes).read_text() if args.notes.endswith(".md") else args.notes
+    (out / "README.md").write_text(text + ("\n" + notes + "\n" if notes else ""))
     print(text)
 
 

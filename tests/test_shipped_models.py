@@ -15,8 +15,8 @@ MODELS = Path(minidecode.__file__).parent / "models"
 SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
 
 
-def test_the_target_and_the_draft_are_shipped():
-    assert {"tiny-target", "tiny-draft"} <= set(SHIPPED)
+def test_the_target_the_draft_and_the_retriever_are_shipped():
+    assert {"tiny-target", "tiny-draft", "tiny-retriever"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -64,3 +64,24 @@ def test_the_target_thinks_step_by_step():
         return sum(tw.parse_number_answer(o) == p.answer for o, p in zip(outs, problems)) / 12
 
     assert accuracy(trigger=True) >= accuracy(trigger=False) + 0.4
+
+
+def test_the_retriever_finds_a_lone_fact_that_the_target_cannot():
+    """What chapters 8 and 9 need: the answer depends on a token far back in the context.
+
+    Held-out keys, one fact among filler, within the trained context; the retriever's card
+    reports 1.00 on 50 such documents, the target's 0.
+    """
+    from minidecode.evaluate import complete
+
+    rng = __import__("random").Random(11)
+    docs = [tw.retrieval(rng, n_filler=30, n_facts=1, needle_depth=rng.random(),
+                         keys=tw.HELD_OUT_KEYS) for _ in range(10)]
+
+    def accuracy(name: str) -> float:
+        model, tokenizer = minidecode.load(name)
+        answers = complete(model, tokenizer, [d.truth["prompt"] for d in docs], 3)
+        return sum(a.strip().startswith(d.truth["code"]) for a, d in zip(answers, docs)) / 10
+
+    assert accuracy("tiny-retriever") >= 0.9
+    assert accuracy("tiny-target") <= 0.2

@@ -82,3 +82,46 @@ def test_init_from_starts_a_new_run_from_saved_weights(tokenizer, tmp_path):
                    progress=False, log=lambda *_: None, init_from=tmp_path / "a" / "final")
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_copy_rows_weight_only_the_copied_half(tokenizer):
+    """Each copy example is <eos> x \\n x; the loss counts the second x and nothing else."""
+    import random
+
+    from minidecode.train import copy_row
+
+    ids, weights = copy_row(random.Random(3), tokenizer, 128)
+    assert len(ids) == len(weights) == 129
+    newline = tokenizer.encode("\n").ids
+    counted = [i for i, w in enumerate(weights) if w > 0]
+    assert counted, "a copy row must have something to learn"
+    # split the counted positions into runs; each run repeats the tokens just before its newline
+    runs, start = [], counted[0]
+    for a, b in zip(counted, counted[1:] + [None]):
+        if b != a + 1:
+            runs.append((start, a + 1))
+            start = b
+    for lo, hi in runs:
+        n = hi - lo
+        first = ids[lo - len(newline) - n: lo - len(newline)]
+        assert ids[lo - len(newline): lo] == newline
+        assert ids[lo:hi] == first
+
+
+def test_retriever_mixture_draws_fact_counts_and_copy_rows(tokenizer):
+    """The retriever preset's rows: about p_copy copy rows, and retrieval documents whose fact
+    count comes from ``fact_counts`` (one-fact documents appear, which the default never has)."""
+    import random
+
+    from minidecode.train import mixture_row
+
+    cfg = PRESETS["retriever"]
+    copy, one_fact = 0, 0
+    for r in range(60):
+        rng = random.Random(f"t-{r}")
+        ids, weights = mixture_row(rng, tokenizer, 256, cfg.p_retrieval, cfg.p_copy, (1,))
+        text = tokenizer.decode(ids)
+        copy += weights[1] == 0.0 and "has code" not in text and "Q:" not in text
+        one_fact += text.count("has code") == 2  # the fact, and the answer restating it
+    assert 8 <= copy <= 30
+    assert one_fact >= 10
