@@ -15,8 +15,11 @@ a *local* mask, and its KV cache shrinks to the window; a retrieval head cannot.
   attention (see its docstring for what the source gets wrong);
 - measured head profiling in the spirit of DuoAttention (Xiao et al. 2024, arXiv:2410.10819):
   :func:`mass_outside` (attention a head puts outside sink + window) and :func:`loss_increase`
-  (how much the loss on retrieval documents rises when that head alone is made local), then
-  :func:`choose_local_heads` under a budget;
+  (how much the loss on retrieval documents rises when that head alone is made local),
+  :func:`greedy_profile` (heads made local one at a time, each re-measured given the others: it
+  sees heads that back each other up, which one-head-at-a-time ablation misses), then
+  :func:`choose_local_heads` under a budget; :func:`needle_accuracy` and
+  :func:`pattern_perplexity` measure what a pattern costs in quality;
 - cost accounting: :func:`attended_pairs`, :func:`cost_report`.
 
 Shapes: q_positions (batch, heads, q), k_positions (batch, heads, k), masks (batch, heads, q, k),
@@ -26,6 +29,7 @@ row is ever empty.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,9 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Global", "Local", "SinkWindow", "Strided", "VerticalSlash", "HeadPatterns",
-           "PATTERNS", "make_pattern", "source_features", "source_selector", "mass_outside",
-           "loss_increase", "choose_local_heads", "random_local_heads", "attended_pairs",
-           "cost_report"]
+           "PATTERNS", "make_pattern", "sink_window_mask", "estimate_vertical_slash",
+           "source_features", "feature_order", "source_selector", "missed_mass", "mass_outside",
+           "pattern_loss", "loss_increase", "greedy_profile", "choose_local_heads",
+           "random_local_heads", "retrieval_document", "needle_documents", "needle_accuracy",
+           "pattern_perplexity", "attended_pairs", "kv_entries", "cost_report"]
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -156,6 +162,14 @@ def estimate_vertical_slash(weights: Tensor, n_vertical: int, n_slash: int,
     verticals = column_votes.topk(min(n_vertical, n_keys)).indices.sort().values
     slashes = diagonal_votes.topk(min(n_slash, n_keys)).indices.sort().values
     return VerticalSlash(tuple(verticals.tolist()), tuple(slashes.tolist()))
+
+
+def sink_window_mask(length: int, n_sinks: int, window: int) -> Tensor:
+    """(length, length) bool, row = query, column = key: ``SinkWindow(n_sinks, window)`` over
+    positions 0..length-1, i.e. k <= q and (k < n_sinks or q - k < window)."""
+    _check_int("length", length, 0)
+    positions = torch.arange(length)
+    return SinkWindow(n_sinks, window)(positions, positions)
 
 
 PATTERNS: dict[str, Callable[..., Mask]] = {"global": Global, "local": Local,
@@ -280,27 +294,46 @@ def source_selector(model, input_ids: Tensor, special_ids: Sequence[int] = (),
 
 
 # ----------------------------------------------------------------------------- profiling
+def missed_mass(weights: Tensor, mask: Tensor) -> Tensor:
+    """The share of attention a pattern would drop, per head.
+
+    weights: (..., q, k) causal softmax attention (queries at positions 0..q-1 of the keys);
+    mask: (q, k) bool, True = the pattern keeps that key. For every query that loses at least one
+    of its causal keys (k <= q), sum its weights on the dropped keys; return the mean over those
+    queries, (...,). Queries the pattern leaves whole are left out: counting them would make any
+    pattern look harmless on short inputs. No such query: 0.
+    """
+    q_len, k_len = weights.shape[-2:]
+    if mask.shape != (q_len, k_len):
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, weights end in {(q_len, k_len)}")
+    offset = k_len - q_len
+    causal = torch.arange(k_len)[None, :] <= torch.arange(offset, k_len)[:, None]
+    dropped = causal & ~mask                                             # (q, k)
+    affected = dropped.any(dim=-1)                                       # (q,)
+    if not bool(affected.any()):
+        return weights.new_zeros(weights.shape[:-2])
+    outside = (weights * dropped).sum(dim=-1)                            # (..., q)
+    return outside[..., affected].mean(dim=-1)
+
+
 @torch.no_grad()
 def mass_outside(model, documents: Sequence[Tensor], local: Mask) -> Tensor:
-    """(layers, heads): the mean attention mass each head puts outside ``local``'s keys.
+    """(layers, heads): the mean attention mass each head puts outside ``local``'s keys
+    (:func:`missed_mass` of every layer's attention, averaged over the documents).
 
-    For every query whose position is past the pattern's reach (it would lose something), sum the
-    head's attention weights on keys the pattern drops; average over those queries and documents.
-    A head near 0 never looks outside the pattern: it can be made local at no cost.
+    A head near 0 never looks outside the pattern: it can be made local at no cost. Averaged
+    over every query, a retrieval head can still score low: it reaches far back at the few
+    queries that need a fact and reads locally elsewhere (notebook 08 shows it).
     """
     cfg = model.config
     total = torch.zeros(cfg.num_hidden_layers, cfg.num_attention_heads)
     for ids in documents:
         ids = ids.reshape(1, -1)
         positions = torch.arange(ids.shape[1])
-        dropped = ~local(positions, positions) & (positions[None, :] <= positions[:, None])
-        affected = dropped.any(dim=1)                                    # queries that lose keys
-        if not bool(affected.any()):
-            continue
+        mask = local(positions, positions)
         attentions = model(ids, output_attentions=True).attentions
         for layer, weights in attentions.items():                        # (1, heads, T, T)
-            outside = (weights[0] * dropped).sum(dim=-1)                 # (heads, T)
-            total[layer] += outside[:, affected].mean(dim=-1)
+            total[layer] += missed_mass(weights[0], mask)
     return total / max(1, len(documents))
 
 
@@ -334,6 +367,52 @@ def loss_increase(model, documents: Sequence[tuple[Tensor, Tensor]], local: Mask
     return out
 
 
+@torch.no_grad()
+def greedy_profile(model, documents: Sequence[tuple[Tensor, Tensor]], local: Mask
+                   ) -> tuple[Tensor, list[float]]:
+    """Make heads local one at a time, each time the head whose addition raises
+    :func:`pattern_loss` least *given the heads already local* (forward selection).
+
+    Why: :func:`loss_increase` makes one head local with every other head global, so two heads
+    that do the same long-range job look free one by one, and making both local breaks the model.
+    DuoAttention avoids this by optimising every head's gate jointly; forward selection is the
+    measured, training-free counterpart. Re-measuring every remaining head at every step costs
+    heads^2 / 2 loss evaluations; here each step re-measures only the head with the lowest
+    (possibly stale) increase until one is confirmed (lazy greedy, Minoux 1978), which is exact
+    when a head's increase never shrinks as other heads become local and costs far fewer passes.
+
+    documents: (ids (T,), weight (T,)) pairs as in :func:`pattern_loss`.
+    Returns (order (layers, heads): the step at which each head was made local, 0 = first, so
+    ``choose_local_heads(order, f)`` takes the first ``round(f * heads)``; losses: the loss with
+    the first k heads local, k = 0..heads).
+    """
+    cfg = model.config
+    heads = [(layer, head) for layer in range(cfg.num_hidden_layers)
+             for head in range(cfg.num_attention_heads)]
+
+    def loss_with(chosen: list[tuple[int, int]]) -> float:
+        return pattern_loss(model, documents, HeadPatterns.with_local_heads(model, set(chosen),
+                                                                              local))
+
+    losses = [loss_with([])]
+    estimate = {h: loss_with([h]) - losses[0] for h in heads}
+    order: list[tuple[int, int]] = []
+    while estimate:
+        fresh: set[tuple[int, int]] = set()
+        while True:
+            candidate = min(estimate, key=lambda h: (estimate[h], h))
+            if candidate in fresh:
+                break
+            estimate[candidate] = loss_with([*order, candidate]) - losses[-1]
+            fresh.add(candidate)
+        losses.append(losses[-1] + estimate.pop(candidate))
+        order.append(candidate)
+    ranks = torch.zeros(cfg.num_hidden_layers, cfg.num_attention_heads)
+    for step, (layer, head) in enumerate(order):
+        ranks[layer, head] = step
+    return ranks, losses
+
+
 def choose_local_heads(scores: Tensor, fraction: float) -> set[tuple[int, int]]:
     """The ``round(fraction * heads)`` heads with the lowest scores (least need of the whole
     context), as (layer, head) pairs. scores: (layers, heads), e.g. from ``loss_increase``."""
@@ -352,3 +431,69 @@ def random_local_heads(num_layers: int, num_heads: int, fraction: float, seed: i
         raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
     heads = [(layer, head) for layer in range(num_layers) for head in range(num_heads)]
     return set(random.Random(seed).sample(heads, round(fraction * len(heads))))
+
+
+# ----------------------------------------------------------------------------- quality
+def needle_documents(tokenizer, n: int, seed: int, min_tokens: int = 300, max_tokens: int = 480,
+                     keys: list[str] | None = None) -> list:
+    """``n`` one-fact needle examples (``minidecode.infinipot.needle_example``), lengths drawn
+    uniformly in [min_tokens, max_tokens] and depths in [0, 1] from ``random.Random(seed)``;
+    ``keys`` as in ``tinyworld.retrieval`` (``tinyworld.HELD_OUT_KEYS`` for evaluation)."""
+    from minidecode.infinipot import needle_example
+
+    _check_int("n", n, 1)
+    _check_int("min_tokens", min_tokens, 64)
+    if not isinstance(max_tokens, int) or max_tokens < min_tokens:
+        raise ValueError(f"max_tokens must be an int >= min_tokens ({min_tokens}), "
+                         f"got {max_tokens!r}")
+    rng = random.Random(seed)
+    return [needle_example(tokenizer, rng.randint(min_tokens, max_tokens), rng.random(), rng,
+                           keys=keys) for _ in range(n)]
+
+
+def retrieval_document(tokenizer, needle) -> tuple[Tensor, Tensor]:
+    """(ids (T,), weight (T,)) for :func:`pattern_loss` from a needle example
+    (``minidecode.infinipot.needle_example``): the document, the question, then the code's
+    tokens, with weight 1 on the code only (the tokens a retrieval head must fetch)."""
+    code_ids = tokenizer.encode(f" {needle.code}").ids
+    ids = torch.tensor([*needle.document_ids, *needle.question_ids, *code_ids])
+    weight = torch.zeros(len(ids))
+    weight[-len(code_ids):] = 1.0
+    return ids, weight
+
+
+@torch.no_grad()
+def needle_accuracy(model, tokenizer, needles: Sequence, pattern: HeadPatterns | None,
+                    max_new_tokens: int = 3) -> float:
+    """Exact match of the greedy answer over needle examples, every step under ``pattern``
+    (the prompt is read once into a cache; each new token attends to it under the same masks)."""
+    from minidecode.infinipot import needle_found
+
+    _check_int("max_new_tokens", max_new_tokens, 1)
+    if not needles:
+        raise ValueError("needles is empty: there is no accuracy to measure")
+    hits = 0
+    for needle in needles:
+        cache = model.new_cache()
+        ids = torch.tensor([[*needle.document_ids, *needle.question_ids]])
+        logits = model(ids, cache=cache, attention_pattern=pattern).logits[0, -1]
+        generated = []
+        for _ in range(max_new_tokens):
+            generated.append(int(logits.argmax()))
+            if len(generated) == max_new_tokens:
+                break
+            logits = model(torch.tensor([generated[-1:]]), cache=cache,
+                           attention_pattern=pattern).logits[0, -1]
+        hits += needle_found(tokenizer, generated, needle.code)
+    return hits / len(needles)
+
+
+def pattern_perplexity(model, token_lists: Sequence[Sequence[int]],
+                       pattern: HeadPatterns | None) -> float:
+    """exp(mean token NLL) of whole documents under ``pattern`` (each cut to the context)."""
+    limit = model.config.max_position_embeddings
+    documents = [(torch.tensor(list(ids)[:limit]), torch.ones(min(len(ids), limit)))
+                 for ids in token_lists if len(ids) > 1]
+    if not documents:
+        raise ValueError("token_lists holds no document of 2 or more tokens")
+    return math.exp(pattern_loss(model, documents, pattern))

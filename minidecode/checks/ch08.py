@@ -1,0 +1,92 @@
+"""Chapter 08 (per-head attention patterns): 08.1 StreamingLLM's sink-plus-window mask, 08.2 the
+share of attention a pattern misses, 08.3 the heads to make local under a budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from hypothesis import strategies as st
+
+from minidecode.attention_patterns import choose_local_heads, missed_mass, sink_window_mask
+from minidecode.grading import Case, exercise
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# 08.1 random cases: any length, any number of sinks (even more than the length), any window.
+@st.composite
+def _mask_cases(draw: st.DrawFn) -> Case:
+    return Case(draw(st.integers(0, 24)), draw(st.integers(0, 6)), draw(st.integers(1, 30)))
+
+
+@exercise("08.1", reference=sink_window_mask, returns=torch.Tensor, strategy=_mask_cases(),
+          max_examples=25)
+def sink_window_mask_cases() -> Iterator[Case]:
+    """A window that covers everything; no sinks; window 1 (the diagonal); sinks and a window."""
+    yield Case(6, 0, 6)                                     # full causal
+    yield Case(8, 0, 3)                                     # sliding window only
+    yield Case(8, 2, 1)                                     # two sinks and the diagonal
+    yield Case(10, 3, 4)
+    yield Case(5, 8, 2)                                     # more sinks than tokens
+    yield Case(0, 2, 2)                                     # an empty sequence
+
+
+def _attention(heads: int, q_len: int, k_len: int, seed: int) -> torch.Tensor:
+    """Causal softmax attention of the last q_len of k_len positions, (heads, q_len, k_len)."""
+    scores = torch.randn(heads, q_len, k_len, generator=_generator(seed)) * 2
+    causal = torch.arange(k_len)[None, :] <= torch.arange(k_len - q_len, k_len)[:, None]
+    return torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+
+
+def _mask(q_len: int, k_len: int, n_sinks: int, window: int) -> torch.Tensor:
+    return sink_window_mask(k_len, n_sinks, window)[k_len - q_len:]
+
+
+# 08.2 random cases: 1-3 heads, the last q of k positions, a sink + window mask.
+@st.composite
+def _missed_cases(draw: st.DrawFn) -> Case:
+    k_len = draw(st.integers(1, 16))
+    q_len = draw(st.integers(1, k_len))
+    heads, seed = draw(st.integers(1, 3)), draw(st.integers(0, 10**6))
+    mask = _mask(q_len, k_len, draw(st.integers(0, 3)), draw(st.integers(1, 8)))
+    return Case(_attention(heads, q_len, k_len, seed), mask)
+
+
+@exercise("08.2", reference=missed_mass, returns=torch.Tensor, strategy=_missed_cases(),
+          max_examples=25)
+def missed_mass_cases() -> Iterator[Case]:
+    """Hand-made weights; queries that lose nothing left out; a pattern that drops nothing; the
+    last queries only (q < k)."""
+    weights = torch.tensor([[[1.0, 0.0, 0.0, 0.0],
+                             [0.5, 0.5, 0.0, 0.0],
+                             [0.2, 0.3, 0.5, 0.0],
+                             [0.1, 0.2, 0.3, 0.4]]])
+    yield Case(weights, _mask(4, 4, 0, 2))                  # queries 2, 3 lose keys: (0.2+0.5)/2
+    yield Case(weights, _mask(4, 4, 1, 1))
+    yield Case(weights, _mask(4, 4, 0, 4))                  # nothing dropped: 0
+    yield Case(_attention(2, 12, 12, 1), _mask(12, 12, 2, 4))
+    yield Case(_attention(3, 4, 20, 2), _mask(4, 20, 1, 5))
+
+
+# 08.3 random cases: distinct scores, budgets whose fraction * heads is never exactly x.5.
+@st.composite
+def _budget_cases(draw: st.DrawFn) -> Case:
+    layers, heads = draw(st.integers(1, 4)), draw(st.integers(1, 8))
+    count = draw(st.integers(0, layers * heads))
+    scores = torch.randperm(layers * heads, generator=_generator(draw(st.integers(0, 10**6))))
+    return Case(scores.reshape(layers, heads).float() / 10, count / (layers * heads))
+
+
+@exercise("08.3", reference=choose_local_heads, returns=set, strategy=_budget_cases(),
+          max_examples=25)
+def choose_local_heads_cases() -> Iterator[Case]:
+    """Half of four heads; none; all; a budget that rounds (0.3 of 10 heads = 3); layers > 1."""
+    scores = torch.tensor([[0.3, 0.1], [0.2, 0.9]])
+    yield Case(scores, 0.5)                                 # {(0, 1), (1, 0)}
+    yield Case(scores, 0.0)
+    yield Case(scores, 1.0)
+    yield Case(torch.arange(10.0).flip(0).reshape(2, 5), 0.3)
+    yield Case(torch.randperm(32, generator=_generator(4)).reshape(4, 8).float(), 0.75)
