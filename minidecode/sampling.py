@@ -330,7 +330,18 @@ def apply_processors(processors: Sequence, scores: Tensor, input_ids: Tensor | N
 
 
 def sample_next_token(scores: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Draw one token per row from ``softmax(scores)``: (batch, vocab) -> (batch,) long."""
+    """Draw one token per row from ``softmax(scores)``: (batch, vocab) -> (batch,) long.
+
+    float32 scores on a CUDA device with CuPy installed are drawn by chapter 10's kernel
+    (:mod:`minidecode.kernels.min_p_top_p`, inverse CDF from ``torch.rand``): the same
+    distribution, another random stream than ``torch.multinomial``'s.
+    """
     check_scores(scores)
+    if scores.is_cuda and scores.dim() == 2:
+        from minidecode.kernels import _cuda, min_p_top_p
+
+        if _cuda.use_kernel(scores):
+            uniforms = torch.rand(scores.shape[0], generator=generator, device=scores.device)
+            return min_p_top_p.launch_kernel(scores.contiguous(), uniforms)
     probs = torch.softmax(scores.float(), dim=-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]

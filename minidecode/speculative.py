@@ -133,8 +133,20 @@ def verify_draft(target_probs: Tensor, draft_probs: Tensor, draft_tokens: Tensor
     draft_tokens: (batch, gamma) long.
     Returns accepted_len (batch,) in [0, gamma] and next_token (batch,): the residual sample at the
     first rejection, or the bonus sample from p_{gamma+1} when all gamma were accepted.
+    float32 CUDA tensors with CuPy installed go through chapter 10's one-launch kernel
+    (:mod:`minidecode.kernels.speculative_verify`): the same accepted_len for the same generator
+    state, the next token from the same distribution by another draw.
     """
     batch, gamma = draft_tokens.shape
+    if target_probs.is_cuda:
+        from minidecode.kernels import _cuda, speculative_verify  # chapter 10's one launch
+
+        if _cuda.use_kernel(target_probs, draft_probs, draft_tokens):
+            uniforms = torch.rand(batch, gamma, generator=generator, device=draft_tokens.device)
+            sample_uniforms = torch.rand(batch, generator=generator, device=draft_tokens.device)
+            return speculative_verify.launch_kernel(
+                target_probs.contiguous(), draft_probs.contiguous(), draft_tokens.contiguous(),
+                uniforms, sample_uniforms, check=False)
     index = draft_tokens.unsqueeze(-1)
     p_drafted = target_probs[:, :gamma].gather(-1, index).squeeze(-1)          # (batch, gamma)
     q_drafted = draft_probs.gather(-1, index).squeeze(-1)
