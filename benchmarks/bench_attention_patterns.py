@@ -26,7 +26,6 @@ benchmarks/RESULTS.md. ``--from-json FILE --write-results`` re-renders that sect
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -37,6 +36,7 @@ from results_md import (  # benchmarks/results_md.py, beside this script
     add_results_arguments,
     replace_section,
     rerender_from_json,
+    save_and_report,
 )
 
 import minidecode
@@ -179,14 +179,8 @@ def main() -> None:
         "rows": rows, "source_selector": selector,
         "seconds": time.perf_counter() - start,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
     figure(result, FIGURE)
-    lines = summary_lines(result)
-    print("\n".join(lines))
-    if args.write_results:
-        write_results(result, lines)
+    save_and_report(args, result, summary_lines, write_results)
 
 
 def table(result: dict) -> dict[tuple[str, float], dict]:

@@ -24,14 +24,18 @@ Delta, answer and correctness is kept in the JSON for the notebook's separation 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import torch
-from results_md import add_results_arguments, replace_section  # benchmarks/results_md.py
+from results_md import (  # benchmarks/results_md.py, beside this script
+    add_results_arguments,
+    replace_section,
+    rerender_from_json,
+    save_and_report,
+)
 
 import minidecode
 from minidecode import tinyworld as tw
@@ -198,21 +202,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     add_results_arguments(parser, OUT)
     args = parser.parse_args()
-    if args.from_json:
-        result = json.loads(args.from_json.read_text())
-    else:
-        torch.set_num_threads(args.threads)
-        torch.manual_seed(0)
-        start = time.perf_counter()
-        result = run(args.n, args.k)
-        result["bench_seconds"] = time.perf_counter() - start
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.out}")
-    lines = summary_lines(result)
-    print("\n".join(lines))
-    if args.write_results:
-        write_results(result, lines)
+    if rerender_from_json(args, summary_lines, write_results):
+        return
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    result = run(args.n, args.k)
+    result["bench_seconds"] = time.perf_counter() - start
+    save_and_report(args, result, summary_lines, write_results)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import math
 import os
 import statistics
@@ -28,7 +27,12 @@ import sys
 from pathlib import Path
 
 import torch
-from results_md import add_results_arguments, replace_section, rerender_from_json
+from results_md import (  # benchmarks/results_md.py, beside this script
+    add_results_arguments,
+    replace_section,
+    rerender_from_json,
+    save_and_report,
+)
 
 from minidecode import kernels
 from minidecode.kernels import (
@@ -263,13 +267,7 @@ def main() -> None:
                   cupy=cupy.__version__, date=datetime.date.today().isoformat(),
                   copy_GBps=copy_gbps, warmup=args.warmup, repeats=args.repeats,
                   command=command, rows=rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
-    lines = summary_lines(result)
-    print("\n".join(lines))
-    if args.write_results:
-        write_results(result, lines)
+    save_and_report(args, result, summary_lines, write_results)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import sys
@@ -36,6 +35,7 @@ from results_md import (  # benchmarks/results_md.py, beside this script
     add_results_arguments,
     replace_section,
     rerender_from_json,
+    save_and_report,
 )
 from transformers import AutoModelForCausalLM
 
@@ -171,13 +171,7 @@ def main() -> None:
         threads=torch.get_num_threads(), new_tokens=n, prompt_tokens=args.prompt_tokens,
         prompts_per_family=args.prompts, cost_ratio=cost_ratio,
         load_average=os.getloadavg()[0], rows=rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    lines = summary_lines(result)
-    print("\n".join(lines))
-    print(f"wrote {args.out}")
-    if args.write_results:
-        write_results(result, lines)
+    save_and_report(args, result, summary_lines, write_results)
 
 
 def summary_lines(result: dict) -> list[str]:

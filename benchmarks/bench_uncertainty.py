@@ -22,7 +22,6 @@ The JSON (``benchmarks/results/uncertainty.json``) is what notebooks/06 plots.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,7 @@ from results_md import (  # benchmarks/results_md.py, beside this script
     add_results_arguments,
     replace_section,
     rerender_from_json,
+    save_and_report,
 )
 from tqdm.auto import tqdm
 
@@ -108,13 +108,7 @@ def main() -> None:
         "load_average": os.getloadavg()[0], "rows": rows,
     }
     result["summary"] = summarise(rows, sweep_sims)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    lines = summary_lines(result)
-    print("\n".join(lines))
-    print(f"wrote {args.out}")
-    if args.write_results:
-        write_results(result, lines)
+    save_and_report(args, result, summary_lines, write_results)
 
 
 def _family_rows(rows: list[dict], family: str) -> list[dict]:

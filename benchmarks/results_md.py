@@ -45,3 +45,17 @@ def rerender_from_json(args, summary_lines, write_results) -> bool:
     if args.write_results:
         write_results(result, lines)
     return True
+
+
+def save_and_report(args, result: dict, summary_lines, write_results) -> None:
+    """Write ``result`` to ``args.out`` as JSON, print its summary, and with ``--write-results``
+    write its RESULTS.md section: the end every benchmark shares."""
+    import json
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    lines = summary_lines(result)
+    print("\n".join(lines))
+    if args.write_results:
+        write_results(result, lines)
