@@ -267,6 +267,8 @@ def test_bad_input_is_rejected_before_any_launch() -> None:
         kernels.received_attention(q, torch.randn(1, 2, 2, 8))
     with pytest.raises(ValueError, match="agree"):
         kernels.received_attention(q, torch.randn(1, 2, 10, 16))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        attention_scores.launch_kernel(torch.randn(1, 2, 3, 6), torch.randn(1, 2, 10, 6))
 
 
 def test_dispatch_uses_the_reference_on_cpu() -> None:
@@ -302,9 +304,10 @@ def test_every_cuda_source_compiles_to_ptx(arch, tmp_path) -> None:
                            str(tmp_path), *sources], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr.lower(), done.stderr
-    entries = {"attention_scores": ["attention_row_stats", "attention_received"],
+    entries = {"attention_scores": ["attention_tile_scores", "attention_merge_stats",
+                                         "attention_received"],
                "kv_compaction": ["kv_compact_rope"], "min_p_top_p": ["min_p_top_p_sample"],
-               "softmax_entropy": ["softmax_entropy"],
+               "softmax_entropy": ["softmax_entropy", "softmax_entropy_merge"],
                "speculative_verify": ["speculative_verify"]}
     assert set(entries) == set(kernels.KERNEL_MODULES)
     for name, names in entries.items():
@@ -337,10 +340,18 @@ def test_gpu_softmax_entropy_equals_reference(shape) -> None:
                                             out=poisoned)
         for got_t, want_t in zip(got, want):
             torch.testing.assert_close(got_t.cpu(), want_t, rtol=2e-4, atol=2e-5)
+    # Several blocks per row (a row's parts merged by a second launch), poisoned the same way.
+    for threads, splits in [(256, None), (128, 3), (64, 7), (1024, shape[1])]:
+        poisoned = softmax_entropy.SoftmaxEntropy(
+            *(torch.full_like(t, float("nan"), device="cuda") for t in want[:3]), None)
+        got = softmax_entropy.launch_kernel(logits, threads=threads, splits=splits, out=poisoned)
+        for got_t, want_t in zip(got[:3], want[:3]):
+            torch.testing.assert_close(got_t.cpu(), want_t, rtol=2e-4, atol=2e-5)
     offset = torch.empty(shape[0] * shape[1] + 1, device="cuda")[1:].view(shape)  # misaligned
     offset.copy_(logits)
-    got = softmax_entropy.launch_kernel(offset)
-    torch.testing.assert_close(got.entropy.cpu(), want.entropy, rtol=2e-4, atol=2e-5)
+    for splits in (1, None):
+        got = softmax_entropy.launch_kernel(offset, splits=splits)
+        torch.testing.assert_close(got.entropy.cpu(), want.entropy, rtol=2e-4, atol=2e-5)
 
 
 @pytest.mark.gpu
@@ -415,7 +426,7 @@ def test_gpu_kv_compaction_equals_reference(batch, kv_heads, length, head_dim, n
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch, heads, kv_heads, n_queries, n_keys, head_dim",
                          [(1, 1, 1, 1, 1, 8), (2, 4, 2, 3, 9, 16), (1, 32, 8, 16, 4099, 128),
-                          (2, 8, 8, 5, 1000, 80)])
+                          (2, 8, 8, 5, 1000, 80), (3, 6, 2, 7, 300, 256)])
 def test_gpu_received_attention_equals_reference(batch, heads, kv_heads, n_queries, n_keys,
                                                  head_dim) -> None:
     _cuda_with_cupy()
@@ -439,3 +450,7 @@ def test_gpu_dispatch_runs_the_kernels_inside_minidecode() -> None:
 
     tokens = sample_next_token(logits, torch.Generator(device="cuda").manual_seed(0))
     assert tokens.shape == (4,) and tokens.is_cuda
+    # A head_dim the kernel cannot take (float4 loads) falls back to the reference.
+    q, k = torch.randn(1, 4, 3, 6, device="cuda"), torch.randn(1, 2, 10, 6, device="cuda")
+    torch.testing.assert_close(kernels.received_attention(q, k),
+                               attention_scores.reference(q, k))

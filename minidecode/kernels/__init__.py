@@ -16,8 +16,9 @@ a clear ``TypeError`` / ``ValueError`` before anything is launched:
    over queries and grouped heads (H2O, SnapKV, InfiniPot's CaP).
 
 The functions below dispatch: the CuPy kernel when every tensor is a float32 (or int64) CUDA
-tensor and CuPy finds a GPU (the tensors are handed over through DLPack, zero-copy, and the kernel
-runs on PyTorch's current stream), the reference otherwise. ``MINIDECODE_KERNELS=0`` in the
+tensor and CuPy finds a GPU (the tensors are handed over zero-copy, as device addresses or, with
+``MINIDECODE_KERNEL_ARGS=dlpack``, as DLPack views, and the kernel runs on PyTorch's current
+stream), the reference otherwise. ``MINIDECODE_KERNELS=0`` in the
 environment forces the reference everywhere (to compare, or to rule a kernel out when debugging).
 """
 

@@ -199,6 +199,36 @@ def as_cupy(tensor: Tensor):
     return require_cupy().from_dlpack(tensor)
 
 
+def kernel_argument(value):
+    """How a launch hands ``value`` to the kernel; both ways are zero-copy.
+
+    A tensor goes as its bare device address (``MINIDECODE_KERNEL_ARGS=pointer``, the default: an
+    8-byte integer, which is all a ``float*`` parameter is) or as a CuPy view made through DLPack
+    (``=dlpack``, the standard hand-over between array libraries). On the H200 of
+    benchmarks/RESULTS.md a DLPack view cost 25-30 us of CPU time a tensor, and a launch with five
+    tensors 120-150 us against 20-25 us with addresses: more than most of these kernels take on
+    the GPU. Numbers pass as they are."""
+    if not isinstance(value, Tensor):
+        return value
+    if os.environ.get("MINIDECODE_KERNEL_ARGS", "pointer") == "dlpack":
+        return as_cupy(value)
+    import numpy as np
+
+    return np.uint64(value.data_ptr())
+
+
+@functools.lru_cache(maxsize=64)
+def _external_stream(pointer: int, device_index: int):
+    """CuPy's handle on a stream PyTorch owns, made once per (stream, device)."""
+    return require_cupy().cuda.ExternalStream(pointer, device_index)
+
+
+@functools.cache
+def multiprocessor_count(device_index: int) -> int:
+    """Streaming multiprocessors of a GPU: how many blocks run at once, roughly."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def launch(source: str, name: str, grid: tuple[int, ...], block: tuple[int, ...],
            args: Sequence, device: torch.device, shared_mem: int = 0) -> None:
     """Launch kernel ``name`` of ``source`` on PyTorch's current stream of ``device``, so it is
@@ -206,10 +236,10 @@ def launch(source: str, name: str, grid: tuple[int, ...], block: tuple[int, ...]
     cupy = require_cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
     with cupy.cuda.Device(index):
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
+        stream = _external_stream(torch.cuda.current_stream(device).cuda_stream, index)
         with stream:
-            # Converted under torch's stream, so DLPack's hand-over needs no cross-stream wait.
-            converted = [as_cupy(a) if isinstance(a, Tensor) else a for a in args]
+            # Converted under torch's stream, so a DLPack hand-over needs no cross-stream wait.
+            converted = [kernel_argument(a) for a in args]
             kernel = compiled_kernel(source, name, index)
             kernel(grid, block, tuple(converted), shared_mem=shared_mem)
 

@@ -13,20 +13,25 @@ query t sees keys j <= K - Q + t. H2O's ``observe`` is ``received`` of a chunk's
 ``received(...)[..., :context_length]`` of the catalyst's queries; SnapKV's vote is ``received`` of
 the last ``window`` queries (pass only those; they are still the newest entries).
 
-Done in PyTorch, the (batch, heads, Q, K) weight tensor is written to memory, read back by the
-softmax, written again, and read by the sum. Here it never exists:
+Done in PyTorch, the (batch, heads, Q, K) scores are written, masked into a new tensor, turned
+into weights by a softmax that reads and writes them again, and summed. Here the scores are
+written once and read once, and the weights never exist. Three launches:
 
-- ``attention_row_stats``: one block per (batch, head, query): each warp takes keys j = warp,
-  warp + 8, ...; the 32 lanes split the D dims of one dot product and add it with shuffles; an
-  online max and sum (the softmax's normaliser, as in FlashAttention, Dao et al. 2022,
-  arXiv:2205.14135) runs per warp, and the 8 warps merge theirs. Writes max and sum per row.
-- ``attention_received``: one warp per cached key: it loads the key once into registers, then for
-  each (head of the group, query) recomputes the dot product and adds exp(s - max) / sum. Each
-  output element is written by exactly one warp, so no atomics and a deterministic sum.
+- ``attention_tile_scores``: the keys are cut into tiles of 32; a block copies one tile of one
+  (batch, KV head) into shared memory (rows padded to head_dim + 4 floats: 16-byte aligned, and
+  the lanes of a quarter-warp land on different banks) and runs the group's G x Q query rows
+  against it, lane j scoring key j, four query rows at a time from float4 loads (four independent
+  sums: one shared-memory load of the key serves four rows). It writes the scores and, per
+  (query row, tile), the max over the tile's visible keys and the sum of exp(score - max);
+- ``attention_merge_stats``: one warp per query row merges its tiles' (max, sum) pairs into the
+  softmax normaliser, sum_tiles sum_tile * exp(max_tile - max) (the online softmax's rescaling,
+  as in FlashAttention, Dao et al. 2022, arXiv:2205.14135);
+- ``attention_received``: lane j of a block reads the scores of key j (coalesced) for its
+  warp's rows and adds exp(score - max) / normaliser over the visible ones; the block's warps add
+  their partial sums in a fixed order (no atomics, a deterministic result).
 
-Both recompute q . k (2 x Q x heads x K x D multiply-adds): cheap next to the memory it saves.
-Bytes that must move: keys 4 * B * H_kv * K * D (read twice, the second time mostly from L2),
-queries 4 * B * H * Q * D, output 4 * B * H_kv * K.
+Bytes that must move: keys 4 * B * H_kv * K * D, queries 4 * B * H * Q * D, output
+4 * B * H_kv * K; the scores, 4 * B * H * Q * K, are written and read once more.
 """
 
 from __future__ import annotations
@@ -38,102 +43,128 @@ from torch import Tensor
 
 from minidecode.kernels import _cuda
 
-MAX_HEAD_DIM = 256   # each lane holds head_dim / 32 elements of a key in registers
-WARPS = 8
+MAX_HEAD_DIM = 256   # a tile of 32 keys x (head_dim + 4) floats must fit in 48 KB of shared memory
+TILE_KEYS = 32       # one key per lane
+THREADS = 128        # 4 warps a block, each taking 4 query rows at a time
 
 CUDA_SOURCE = r"""
 // ---------------------------------------------------------------- kernel 5: received attention
-#define MAX_DIMS_PER_LANE 8      // head_dim <= 256
+#define TILE_KEYS 32
+#define MAX_HEAD_DIM 256
+#define ROWS_AT_ONCE 4
 
-// grid = (batch * heads * n_queries,), block = (256,). queries (batch, heads, Q, D),
-// keys (batch, kv_heads, K, D). row_max, row_sum: (batch * heads * Q,) softmax statistics of
-// the scaled scores over the keys visible to each query.
-extern "C" __global__ void attention_row_stats(const float* __restrict__ queries,
-                                               const float* __restrict__ keys,
-                                               float* __restrict__ row_max,
-                                               float* __restrict__ row_sum,
-                                               int heads, int kv_heads, int n_queries,
-                                               int n_keys, int head_dim, float scale) {
-    __shared__ float warp_max_[32], warp_sum_[32];
+// Query row r of (batch, KV head) bg is query t = r % Q of head g * group + r / Q; it sees keys
+// j <= n_keys - Q + t (the cache's rule: the queries are the newest Q entries, causal among them).
+__device__ __forceinline__ bool sees(int j, int r, int n_queries, int n_keys) {
+    return j < n_keys && j <= n_keys - n_queries + r % n_queries;
+}
+
+// grid = (n_tiles, batch * kv_heads), block = (128,); head_dim % 4 == 0, 16-byte aligned inputs.
+// scores: (batch * heads * Q, K), every entry written (visible or not). tile_max, tile_sum:
+// (batch * heads * Q, n_tiles): the max visible score of the tile and sum exp(score - max), or
+// (-inf, 0) when the row sees none of the tile's keys.
+extern "C" __global__ void attention_tile_scores(const float* __restrict__ queries,
+                                                 const float* __restrict__ keys,
+                                                 float* __restrict__ scores,
+                                                 float* __restrict__ tile_max,
+                                                 float* __restrict__ tile_sum,
+                                                 int heads, int kv_heads, int n_queries,
+                                                 int n_keys, int head_dim, float scale) {
+    __shared__ __align__(16) float tile[TILE_KEYS * (MAX_HEAD_DIM + 4)];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    const i64 row = blockIdx.x;                            // (b * heads + h) * Q + t
-    const int t = (int)(row % n_queries);
-    const i64 bh = row / n_queries;
-    const int h = (int)(bh % heads);
-    const i64 b = bh / heads;
-    const int g = h / (heads / kv_heads);
-    const float* q = queries + row * head_dim;
-    const float* k = keys + (b * kv_heads + g) * (i64)n_keys * head_dim;
-    const int visible = n_keys - n_queries + t + 1;        // keys 0 .. visible - 1
+    const i64 bg = blockIdx.y;
+    const int rows = (heads / kv_heads) * n_queries;       // the group's query rows
+    const int first_key = blockIdx.x * TILE_KEYS;
+    const int j = first_key + lane;                        // this lane's key
+    const int stride = head_dim + 4, quads = head_dim / 4;
 
-    float q_reg[MAX_DIMS_PER_LANE];
-    for (int i = 0; i < MAX_DIMS_PER_LANE; ++i) {
-        const int d = lane + 32 * i;
-        q_reg[i] = d < head_dim ? q[d] : 0.0f;
+    // The tile: warp w copies keys w, w + 4, ...; lane c copies float4 number c of a key.
+    const float* k = keys + (bg * n_keys + first_key) * (i64)head_dim;
+    for (int key = warp; key < TILE_KEYS; key += n_warps) {
+        float4* dst = reinterpret_cast<float4*>(tile + key * stride);
+        const float4* src = reinterpret_cast<const float4*>(k + (i64)key * head_dim);
+        for (int c = lane; c < quads; c += 32)
+            dst[c] = first_key + key < n_keys ? src[c] : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    float m = MD_NEG_INF, s = 0.0f;                        // the same in every lane of a warp
-    for (int j = warp; j < visible; j += n_warps) {
-        const float* kj = k + (i64)j * head_dim;
-        float dot = 0.0f;
-        for (int i = 0; i < MAX_DIMS_PER_LANE; ++i) {
-            const int d = lane + 32 * i;
-            if (d < head_dim) dot += q_reg[i] * kj[d];
-        }
-        const float score = warp_sum(dot) * scale;
-        if (score > m) { s = s * expf(m - score) + 1.0f; m = score; }
-        else s += expf(score - m);
-    }
-    if (lane == 0) { warp_max_[warp] = m; warp_sum_[warp] = s; }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        float big = MD_NEG_INF;
-        for (int w = 0; w < n_warps; ++w) big = fmaxf(big, warp_max_[w]);
-        float total = 0.0f;
-        for (int w = 0; w < n_warps; ++w)
-            if (warp_sum_[w] > 0.0f) total += warp_sum_[w] * expf(warp_max_[w] - big);
-        row_max[row] = big;
-        row_sum[row] = total;
+
+    const float4* kj = reinterpret_cast<const float4*>(tile + lane * stride);
+    for (int r0 = ROWS_AT_ONCE * warp; r0 < rows; r0 += ROWS_AT_ONCE * n_warps) {
+        const float4* q[ROWS_AT_ONCE];                     // rows past the end repeat the last
+        float dot[ROWS_AT_ONCE];
+        for (int i = 0; i < ROWS_AT_ONCE; ++i) {
+            q[i] = reinterpret_cast<const float4*>(
+                queries + (bg * rows + min(r0 + i, rows - 1)) * (i64)head_dim);
+            dot[i] = 0.0f;
+        }
+        for (int c = 0; c < quads; ++c) {
+            const float4 kv = kj[c];                       // one shared load serves four rows
+            for (int i = 0; i < ROWS_AT_ONCE; ++i) {
+                const float4 qv = q[i][c];                 // the same address in every lane
+                dot[i] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+            }
+        }
+        for (int i = 0; i < ROWS_AT_ONCE && r0 + i < rows; ++i) {   // warp-uniform condition
+            const int r = r0 + i;
+            const i64 row = bg * rows + r;                 // = (b * heads + h) * Q + t
+            const float score = dot[i] * scale;
+            if (j < n_keys) scores[row * n_keys + j] = score;
+            const bool visible = sees(j, r, n_queries, n_keys);
+            const float m = warp_max(visible ? score : MD_NEG_INF);
+            const float total = warp_sum(visible ? expf(score - m) : 0.0f);
+            if (lane == 0) {
+                tile_max[row * gridDim.x + blockIdx.x] = m;
+                tile_sum[row * gridDim.x + blockIdx.x] = total;
+            }
+        }
     }
 }
 
-// grid = (ceil(K / warps), batch * kv_heads), block = (32 * warps,). out: (batch, kv_heads, K).
-extern "C" __global__ void attention_received(const float* __restrict__ queries,
-                                              const float* __restrict__ keys,
+// grid = (ceil(rows / 8),), block = (256,): one warp per query row merges its n_tiles pairs.
+extern "C" __global__ void attention_merge_stats(const float* __restrict__ tile_max,
+                                                 const float* __restrict__ tile_sum,
+                                                 float* __restrict__ row_max,
+                                                 float* __restrict__ row_sum,
+                                                 int total_rows, int n_tiles) {
+    const int lane = threadIdx.x & 31;
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= total_rows) return;                         // whole warps leave together
+    const float* m_t = tile_max + row * n_tiles;
+    const float* s_t = tile_sum + row * n_tiles;
+    float m = MD_NEG_INF;
+    for (int i = lane; i < n_tiles; i += 32) if (s_t[i] > 0.0f) m = fmaxf(m, m_t[i]);
+    m = warp_max(m);
+    float s = 0.0f;
+    for (int i = lane; i < n_tiles; i += 32) if (s_t[i] > 0.0f) s += s_t[i] * expf(m_t[i] - m);
+    s = warp_sum(s);
+    if (lane == 0) { row_max[row] = m; row_sum[row] = s; }
+}
+
+// grid = (n_tiles, batch * kv_heads), block = (128,). out: (batch, kv_heads, K).
+extern "C" __global__ void attention_received(const float* __restrict__ scores,
                                               const float* __restrict__ row_max,
                                               const float* __restrict__ row_sum,
                                               float* __restrict__ out,
                                               int heads, int kv_heads, int n_queries,
-                                              int n_keys, int head_dim, float scale) {
+                                              int n_keys) {
+    __shared__ float partial[32][TILE_KEYS];              // [warp][key of the tile]
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    const int j = blockIdx.x * n_warps + warp;            // this warp's key
-    if (j >= n_keys) return;                              // whole warps leave together
-    const i64 bg = blockIdx.y;                            // b * kv_heads + g
-    const i64 b = bg / kv_heads;
-    const int g = (int)(bg % kv_heads);
-    const int group = heads / kv_heads;
-    const float* kj = keys + (bg * n_keys + j) * (i64)head_dim;
-
-    float k_reg[MAX_DIMS_PER_LANE];
-    for (int i = 0; i < MAX_DIMS_PER_LANE; ++i) {
-        const int d = lane + 32 * i;
-        k_reg[i] = d < head_dim ? kj[d] : 0.0f;
-    }
-    const int first_seeing = j - (n_keys - n_queries);    // queries t >= this see key j
+    const i64 bg = blockIdx.y;
+    const int rows = (heads / kv_heads) * n_queries;
+    const int j = blockIdx.x * TILE_KEYS + lane;
     float received = 0.0f;
-    for (int r = 0; r < group; ++r) {
-        const i64 row0 = (b * heads + (i64)g * group + r) * n_queries;
-        for (int t = first_seeing > 0 ? first_seeing : 0; t < n_queries; ++t) {
-            const float* q = queries + (row0 + t) * head_dim;
-            float dot = 0.0f;
-            for (int i = 0; i < MAX_DIMS_PER_LANE; ++i) {
-                const int d = lane + 32 * i;
-                if (d < head_dim) dot += q[d] * k_reg[i];
-            }
-            const float score = warp_sum(dot) * scale;
-            received += expf(score - row_max[row0 + t]) / row_sum[row0 + t];
-        }
+    for (int r = warp; r < rows; r += n_warps) {
+        const i64 row = bg * rows + r;
+        if (sees(j, r, n_queries, n_keys))
+            received += expf(scores[row * n_keys + j] - row_max[row]) / row_sum[row];
     }
-    if (lane == 0) out[bg * n_keys + j] = received;
+    partial[warp][lane] = received;
+    __syncthreads();
+    if (warp == 0 && j < n_keys) {
+        float total = 0.0f;
+        for (int w = 0; w < n_warps; ++w) total += partial[w][lane];
+        out[bg * n_keys + j] = total;
+    }
 }
 """
 
@@ -156,8 +187,12 @@ def validate(queries: Tensor, keys: Tensor, *, for_kernel: bool = False) -> None
                          f"(their own keys included), so Q <= K; got Q = {n_queries}")
     _cuda.check_same_device(queries=queries, keys=keys)
     if for_kernel:
-        if head_dim > MAX_HEAD_DIM:
-            raise ValueError(f"head_dim must be <= {MAX_HEAD_DIM} for the kernel, got {head_dim}")
+        if head_dim > MAX_HEAD_DIM or head_dim % 4:
+            raise ValueError(f"head_dim must be a multiple of 4 and <= {MAX_HEAD_DIM} for the "
+                             f"kernel (float4 loads), got {head_dim}")
+        if queries.data_ptr() % 16 or keys.data_ptr() % 16:
+            raise ValueError("queries and keys must start on a 16-byte boundary for the kernel "
+                             "(float4 loads): pass a fresh .contiguous() copy")
         if batch * kv_heads > 65535:
             raise ValueError(f"batch * kv_heads must be <= 65535 (the grid's y size), got "
                              f"{batch * kv_heads}")
@@ -190,7 +225,8 @@ def reference(queries: Tensor, keys: Tensor) -> Tensor:
 
 def launch_kernel(queries: Tensor, keys: Tensor, *, out: Tensor | None = None,
                   check: bool = True) -> Tensor:
-    """The CuPy path: two launches (row statistics, then the per-key sums)."""
+    """The CuPy path: three launches (tile scores and statistics, their merge per query row, the
+    sums)."""
     import numpy as np
 
     if check:
@@ -198,15 +234,21 @@ def launch_kernel(queries: Tensor, keys: Tensor, *, out: Tensor | None = None,
     batch, heads, n_queries, head_dim = queries.shape
     kv_heads, n_keys = keys.shape[1], keys.shape[2]
     rows = batch * heads * n_queries
-    stats = torch.empty(2, rows, dtype=torch.float32, device=queries.device)
+    n_tiles = -(-n_keys // TILE_KEYS)
+    empty = lambda *shape: torch.empty(*shape, dtype=torch.float32, device=queries.device)
+    scores, tile_stats, stats = empty(rows, n_keys), empty(2, rows, n_tiles), empty(2, rows)
     if out is None:
-        out = torch.empty(batch, kv_heads, n_keys, dtype=torch.float32, device=queries.device)
-    sizes = (np.int32(heads), np.int32(kv_heads), np.int32(n_queries), np.int32(n_keys),
-             np.int32(head_dim), np.float32(1.0 / math.sqrt(head_dim)))
-    _cuda.launch(CUDA_SOURCE, "attention_row_stats", (rows,), (32 * WARPS,),
-                 (queries, keys, stats[0], stats[1], *sizes), queries.device)
-    _cuda.launch(CUDA_SOURCE, "attention_received", (-(-n_keys // WARPS), batch * kv_heads),
-                 (32 * WARPS,), (queries, keys, stats[0], stats[1], out, *sizes), queries.device)
+        out = empty(batch, kv_heads, n_keys)
+    sizes = (np.int32(heads), np.int32(kv_heads), np.int32(n_queries), np.int32(n_keys))
+    tiles = (n_tiles, batch * kv_heads)
+    _cuda.launch(CUDA_SOURCE, "attention_tile_scores", tiles, (THREADS,),
+                 (queries, keys, scores, tile_stats[0], tile_stats[1], *sizes,
+                  np.int32(head_dim), np.float32(1.0 / math.sqrt(head_dim))), queries.device)
+    _cuda.launch(CUDA_SOURCE, "attention_merge_stats", (-(-rows // 8),), (256,),
+                 (tile_stats[0], tile_stats[1], stats[0], stats[1], np.int32(rows),
+                  np.int32(n_tiles)), queries.device)
+    _cuda.launch(CUDA_SOURCE, "attention_received", tiles, (THREADS,),
+                 (scores, stats[0], stats[1], out, *sizes), queries.device)
     return out
 
 
@@ -214,6 +256,8 @@ def received_attention(queries: Tensor, keys: Tensor) -> Tensor:
     """Dispatch: (batch, kv_heads, K) attention received per cached key, summed over queries and
     the query heads of each KV head. CuPy kernel for float32 CUDA tensors, else the reference."""
     validate(queries, keys)
-    if _cuda.use_kernel(queries, keys):
-        return launch_kernel(queries.contiguous(), keys.contiguous(), check=False)
+    if _cuda.use_kernel(queries, keys) and queries.shape[-1] % 4 == 0:
+        queries, keys = queries.contiguous(), keys.contiguous()
+        if queries.data_ptr() % 16 == 0 and keys.data_ptr() % 16 == 0:
+            return launch_kernel(queries, keys, check=False)
     return reference(queries, keys)

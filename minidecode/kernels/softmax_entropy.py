@@ -19,9 +19,11 @@ The formulas are those of :mod:`minidecode.entropy`; the reference below *is* th
 :func:`blocked_moments` replays the kernel's thread layout and merge tree on CPU, in PyTorch, so
 the algorithm can be checked without a GPU.
 
-Layout: one block of ``threads`` (256 or 1024) threads per row; thread t reads entries t,
-t + threads, ... (with float4 loads when the row is 16-byte aligned), so neighbouring threads read
-neighbouring addresses (coalesced). Bytes moved: 4 * rows * vocab read, 12 * rows written (plus
+Layout: one block of ``threads`` threads per row, or, when there are too few rows to fill the GPU,
+``splits`` blocks per row, each on one contiguous part, whose moments a second, tiny launch merges
+(the same merge again). Thread t of a block reads entries t, t + threads, ... of its part (four at a
+time, float4 loads, when the row is 16-byte aligned), so neighbouring threads read neighbouring
+addresses (coalesced). Bytes moved: 4 * rows * vocab read, 12 * rows written (plus
 4 * rows * vocab more read and written if the probabilities are asked for).
 """
 
@@ -61,23 +63,39 @@ __device__ __forceinline__ Moments merge_moments(Moments a, Moments b) {
 // the thread's current max m. A new max rescales them (rare after the first few entries).
 struct Running { float m, mass, first, second; };
 
-__device__ __forceinline__ void running_add(Running& r, float z) {
-    if (z == MD_NEG_INF) return;                      // a masked token carries no mass
-    if (z > r.m) {
-        if (r.mass > 0.0f) {
-            const float d = r.m - z;                  // < 0: every old y shifts by d
-            const float c = expf(d);
-            r.second = c * (r.second + 2.0f * d * r.first + d * d * r.mass);
-            r.first = c * (r.first + d * r.mass);
-            r.mass = c * r.mass;
-        }
-        r.m = z;
+__device__ __forceinline__ void rescale(Running& r, float new_max) {
+    if (r.mass > 0.0f) {
+        const float d = r.m - new_max;                // < 0: every old y shifts by d
+        const float c = __expf(d);
+        r.second = c * (r.second + 2.0f * d * r.first + d * d * r.mass);
+        r.first = c * (r.first + d * r.mass);
+        r.mass = c * r.mass;
     }
+    r.m = new_max;
+}
+
+// Add one logit z <= r.m. A masked token (-inf) gives e = 0 and must add nothing, not 0 * inf.
+__device__ __forceinline__ void add_shifted(Running& r, float z) {
     const float y = z - r.m;
-    const float e = expf(y);
+    const float e = __expf(y);                        // the fast exp: one ex2.approx instruction
+    const float y0 = e > 0.0f ? y : 0.0f;
     r.mass += e;
-    r.first += e * y;
-    r.second += e * y * y;
+    r.first += e * y0;
+    r.second += e * y0 * y0;
+}
+
+__device__ __forceinline__ void running_add(Running& r, float z) {
+    if (z == MD_NEG_INF) return;
+    if (z > r.m) rescale(r, z);
+    add_shifted(r, z);
+}
+
+// Four logits at once: one max test for the four, then four branch-free updates.
+__device__ __forceinline__ void running_add4(Running& r, float4 v) {
+    const float m4 = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
+    if (m4 == MD_NEG_INF) return;
+    if (m4 > r.m) rescale(r, m4);
+    add_shifted(r, v.x); add_shifted(r, v.y); add_shifted(r, v.z); add_shifted(r, v.w);
 }
 
 __device__ __forceinline__ Moments warp_merge(Moments v) {
@@ -92,30 +110,50 @@ __device__ __forceinline__ Moments warp_merge(Moments v) {
     return v;
 }
 
-// grid = (rows,), block = (threads,), threads a multiple of 32 and <= 1024; no dynamic shared
-// memory. Writes entropy[row], varentropy[row], log_norm[row] and, if write_probs, probs[row, :].
-// vectorized != 0 promises vocab % 4 == 0 and a 16-byte aligned logits pointer (float4 loads).
+// The row's statistics from its merged moments; returns log Z (NaN if every logit is -inf).
+__device__ float write_stats(Moments v, i64 row, float* entropy, float* varentropy,
+                             float* log_norm) {
+    float lz = MD_NAN;
+    if (v.mass > 0.0f) {
+        const float log_mass = logf(v.mass);
+        entropy[row] = log_mass - v.mean;             // H = log S - E[y]
+        varentropy[row] = v.var;                      // V = Var[y]
+        lz = v.m + log_mass;
+    } else {                                          // every logit -inf: no distribution
+        entropy[row] = MD_NAN;
+        varentropy[row] = MD_NAN;
+    }
+    log_norm[row] = lz;
+    return lz;
+}
+
+// grid = (rows, splits), block = (threads,), threads a multiple of 32 and <= 1024; no dynamic
+// shared memory. Block (row, s) reads entries [s * chunk, (s + 1) * chunk) of its row (chunk a
+// multiple of 4). With one split it writes entropy[row], varentropy[row], log_norm[row] and, if
+// write_probs, probs[row, :]. With several it writes its moments to partial[row, s, 0:4] and
+// softmax_entropy_merge finishes the row. vectorized != 0 promises vocab % 4 == 0 and a 16-byte
+// aligned logits pointer (float4 loads).
 extern "C" __global__ void softmax_entropy(const float* __restrict__ logits,
                                            float* __restrict__ entropy,
                                            float* __restrict__ varentropy,
                                            float* __restrict__ log_norm,
                                            float* __restrict__ probs,
-                                           int vocab, int write_probs, int vectorized) {
+                                           float* __restrict__ partial,
+                                           int vocab, int chunk, int write_probs,
+                                           int vectorized) {
     __shared__ Moments warp_moments[32];
     __shared__ float row_log_norm;
     const i64 row = blockIdx.x;
     const float* z = logits + row * (i64)vocab;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    const int begin = blockIdx.y * chunk, end = min(vocab, begin + chunk);
 
     Running r = {MD_NEG_INF, 0.0f, 0.0f, 0.0f};
     if (vectorized) {
         const float4* z4 = reinterpret_cast<const float4*>(z);
-        for (int i = threadIdx.x; i < vocab / 4; i += blockDim.x) {
-            const float4 v = z4[i];
-            running_add(r, v.x); running_add(r, v.y); running_add(r, v.z); running_add(r, v.w);
-        }
+        for (int i = begin / 4 + threadIdx.x; i < end / 4; i += blockDim.x) running_add4(r, z4[i]);
     } else {
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) running_add(r, z[i]);
+        for (int i = begin + threadIdx.x; i < end; i += blockDim.x) running_add(r, z[i]);
     }
     Moments mine;
     mine.m = r.m;
@@ -130,24 +168,34 @@ extern "C" __global__ void softmax_entropy(const float* __restrict__ logits,
         Moments v = lane < n_warps ? warp_moments[lane] : Moments{MD_NEG_INF, 0.0f, 0.0f, 0.0f};
         v = warp_merge(v);
         if (lane == 0) {
-            if (v.mass > 0.0f) {
-                const float log_mass = logf(v.mass);
-                entropy[row] = log_mass - v.mean;     // H = log S - E[y]
-                varentropy[row] = v.var;              // V = Var[y]
-                row_log_norm = v.m + log_mass;
-            } else {                                  // every logit -inf: no distribution
-                entropy[row] = MD_NAN;
-                varentropy[row] = MD_NAN;
-                row_log_norm = MD_NAN;
+            if (gridDim.y > 1) {                      // one part of the row: leave the moments
+                float* out = partial + (row * gridDim.y + blockIdx.y) * 4;
+                out[0] = v.m; out[1] = v.mass; out[2] = v.mean; out[3] = v.var;
+            } else {
+                row_log_norm = write_stats(v, row, entropy, varentropy, log_norm);
             }
-            log_norm[row] = row_log_norm;
         }
     }
-    if (!write_probs) return;                         // uniform across the block
+    if (!write_probs || gridDim.y > 1) return;        // uniform across the block
     __syncthreads();
     const float lz = row_log_norm;
     float* p = probs + row * (i64)vocab;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) p[i] = expf(z[i] - lz);
+}
+
+// grid = (rows,), block = (32,): merge a row's parts, left by softmax_entropy with splits > 1.
+extern "C" __global__ void softmax_entropy_merge(const float* __restrict__ partial,
+                                                 float* __restrict__ entropy,
+                                                 float* __restrict__ varentropy,
+                                                 float* __restrict__ log_norm, int splits) {
+    const i64 row = blockIdx.x;
+    Moments v = {MD_NEG_INF, 0.0f, 0.0f, 0.0f};
+    for (int s = threadIdx.x; s < splits; s += 32) {
+        const float* in = partial + (row * splits + s) * 4;
+        v = merge_moments(v, Moments{in[0], in[1], in[2], in[3]});
+    }
+    v = warp_merge(v);
+    if (threadIdx.x == 0) write_stats(v, row, entropy, varentropy, log_norm);
 }
 """
 
@@ -183,22 +231,47 @@ def reference(logits: Tensor, *, return_probs: bool = False) -> SoftmaxEntropy:
     return SoftmaxEntropy(entropy, varentropy, log_norm, probs)
 
 
-def launch_kernel(logits: Tensor, *, return_probs: bool = False, threads: int | None = None,
-                  out: SoftmaxEntropy | None = None) -> SoftmaxEntropy:
-    """The CuPy path: one launch, one block per row. ``out`` lets a test pass pre-filled outputs."""
+def default_splits(rows: int, vocab: int, device: torch.device) -> int:
+    """How many blocks share a row: enough for about eight 256-thread blocks on every
+    multiprocessor (a few rows alone would leave most of the GPU idle), but never parts shorter
+    than 2,048 logits (each block's fixed cost would then dominate)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    wanted = -(-8 * _cuda.multiprocessor_count(index) // rows)
+    return max(1, min(wanted, vocab // 2048))
+
+
+def launch_kernel(logits: Tensor, *, return_probs: bool = False, threads: int = 256,
+                  splits: int | None = None, out: SoftmaxEntropy | None = None
+                  ) -> SoftmaxEntropy:
+    """The CuPy path: one launch with one block per row, or (``splits`` > 1) ``splits`` blocks per
+    row and a second launch that merges their moments. ``return_probs`` needs one block per row
+    (the probabilities need the whole row's normaliser). ``out`` lets a test pass pre-filled
+    outputs."""
     validate(logits, for_kernel=True)
     rows, vocab = logits.shape
-    if threads is None:
-        threads = 1024 if vocab >= 16384 else 256
+    if return_probs:
+        splits = 1
+    elif splits is None:
+        splits = default_splits(rows, vocab, logits.device)
+    if not 1 <= splits <= vocab:
+        raise ValueError(f"splits must be in [1, vocab = {vocab}], got {splits}")
+    chunk = -(-vocab // (4 * splits)) * 4            # a multiple of 4: float4 loads stay aligned
+    splits = -(-vocab // chunk)
     if out is None:
         empty = lambda *shape: torch.empty(*shape, dtype=torch.float32, device=logits.device)
         out = SoftmaxEntropy(empty(rows), empty(rows), empty(rows),
                              empty(rows, vocab) if return_probs else None)
     probs = out.probs if return_probs else out.entropy    # a valid pointer the kernel never writes
+    partial = (torch.empty(rows, splits, 4, dtype=torch.float32, device=logits.device)
+               if splits > 1 else out.entropy)
     vectorized = int(vocab % 4 == 0 and logits.data_ptr() % 16 == 0)
-    _cuda.launch(CUDA_SOURCE, KERNEL_NAME, (rows,), (threads,),
-                 (logits, out.entropy, out.varentropy, out.log_norm, probs, _i32(vocab),
-                  _i32(int(return_probs)), _i32(vectorized)), logits.device)
+    _cuda.launch(CUDA_SOURCE, KERNEL_NAME, (rows, splits), (threads,),
+                 (logits, out.entropy, out.varentropy, out.log_norm, probs, partial, _i32(vocab),
+                  _i32(chunk), _i32(int(return_probs)), _i32(vectorized)), logits.device)
+    if splits > 1:
+        _cuda.launch(CUDA_SOURCE, "softmax_entropy_merge", (rows,), (32,),
+                     (partial, out.entropy, out.varentropy, out.log_norm, _i32(splits)),
+                     logits.device)
     return out if return_probs else out._replace(probs=None)
 
 
