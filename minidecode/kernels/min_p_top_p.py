@@ -16,9 +16,10 @@ four passes, each building a 256-bin histogram of mass over the next 8 bits of t
 the bins from the top until the budget is crossed. Then one token is drawn by the inverse CDF, in
 vocabulary order: the first i with sum_{j <= i} w_j > u * sum_j w_j, w = e on kept tokens, 0 else.
 
-Layout: one block of 1024 threads per row. Reads of the row: 1 (max) + 4 (radix, skipped when
-top_p = 1) + 1 (kept mass) + 1 (sampling) = 7 or 3; a row of 128K float32 is 512 KB, so the later
-passes mostly hit L2. Bytes that must move (the roofline's count): 4 * rows * vocab + 12 * rows.
+Layout: one block of 1024 threads per row, each thread with eight loads in flight. Reads of the
+row: 1 (max) + 4 (radix, skipped when top_p = 1) + 1 (kept mass) + 1 (sampling) = 7 or 3; a row
+of 128K float32 is 512 KB, so the later passes hit L2 while few rows are in flight. Bytes that
+must move (the roofline's count): 4 * rows * vocab + 12 * rows.
 """
 
 from __future__ import annotations
@@ -40,11 +41,30 @@ __device__ __forceinline__ unsigned int order_key(float z) {
 
 struct KeptWeight {                  // w_i = e_i on kept tokens, 0 elsewhere
     const float* z; float row_max; float min_p; unsigned int threshold_key;
-    __device__ float operator()(int i) const {
-        const float e = expf(z[i] - row_max);
-        return (e >= min_p && e > 0.0f && order_key(z[i]) >= threshold_key) ? e : 0.0f;
+    __device__ float of(float v) const {
+        const float e = expf(v - row_max);
+        return (e >= min_p && e > 0.0f && order_key(v) >= threshold_key) ? e : 0.0f;
     }
+    __device__ float operator()(int i) const { return of(z[i]); }
 };
+
+// Run BODY for every logit v of the row, each thread taking entries t, t + blockDim.x, ... Eight
+// loads are issued before any is used, so eight are in flight per thread: a pass over the row is
+// bound by memory latency unless many bytes are on their way at once. Entries past the end read
+// as -inf, which every BODY below ignores (no mass, never the max).
+#define UNROLL 8
+#define FOR_EACH_LOGIT(z, vocab, v, BODY)                                                 \
+    for (int base_ = threadIdx.x; base_ < (vocab); base_ += UNROLL * blockDim.x) {         \
+        float loaded_[UNROLL];                                                            \
+        _Pragma("unroll") for (int u_ = 0; u_ < UNROLL; ++u_) {                           \
+            const int j_ = base_ + u_ * blockDim.x;                                       \
+            loaded_[u_] = j_ < (vocab) ? (z)[j_] : MD_NEG_INF;                           \
+        }                                                                                 \
+        _Pragma("unroll") for (int u_ = 0; u_ < UNROLL; ++u_) {                           \
+            const float v = loaded_[u_];                                                  \
+            BODY;                                                                         \
+        }                                                                                 \
+    }
 
 // grid = (rows,), block = (threads,), threads a multiple of 32, 256 <= threads <= 1024.
 extern "C" __global__ void min_p_top_p_sample(const float* __restrict__ logits,
@@ -62,7 +82,7 @@ extern "C" __global__ void min_p_top_p_sample(const float* __restrict__ logits,
 
     // Pass 1: the row's max logit; e_i = exp(z_i - max) lies in [0, 1], the top token has e = 1.
     float m = MD_NEG_INF;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, z[i]);
+    FOR_EACH_LOGIT(z, vocab, v, m = fmaxf(m, v));
     const float row_max = block_max(m, scratch);
 
     // Passes 2-5 (top_p < 1): radix select of the threshold key, 8 bits a pass, most significant
@@ -74,14 +94,14 @@ extern "C" __global__ void min_p_top_p_sample(const float* __restrict__ logits,
             const unsigned int fixed_mask = (shift == 24) ? 0u : (0xffffffffu << (shift + 8));
             for (int b = threadIdx.x; b < 256; b += blockDim.x) histogram[b] = 0.0f;
             __syncthreads();
-            for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-                const float e = expf(z[i] - row_max);
+            FOR_EACH_LOGIT(z, vocab, v, {
+                const float e = expf(v - row_max);
                 if (e >= min_p && e > 0.0f) {
-                    const unsigned int key = order_key(z[i]);
+                    const unsigned int key = order_key(v);
                     if ((key & fixed_mask) == prefix)
                         atomicAdd(&histogram[(key >> shift) & 255u], e);
                 }
-            }
+            });
             __syncthreads();
             if (threadIdx.x < 32) {
                 // Lane l owns bins 255-8l .. 248-8l, walked from the top (most probable) down.
@@ -135,7 +155,7 @@ extern "C" __global__ void min_p_top_p_sample(const float* __restrict__ logits,
     // Kept mass, then the inverse-CDF draw in vocabulary order.
     const KeptWeight weight = {z, row_max, min_p, prefix};
     float mine = 0.0f;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) mine += weight(i);
+    FOR_EACH_LOGIT(z, vocab, v, mine += weight.of(v));
     const float kept_mass = block_sum(mine, scratch);
     const float target = uniforms[row] * kept_mass;
     const int token = inverse_cdf(weight, vocab, target, scratch, shared_ints);

@@ -19,12 +19,12 @@ The formulas are those of :mod:`minidecode.entropy`; the reference below *is* th
 :func:`blocked_moments` replays the kernel's thread layout and merge tree on CPU, in PyTorch, so
 the algorithm can be checked without a GPU.
 
-Layout: one block of ``threads`` threads per row, or, when there are too few rows to fill the GPU,
-``splits`` blocks per row, each on one contiguous part, whose moments a second, tiny launch merges
-(the same merge again). Thread t of a block reads entries t, t + threads, ... of its part (four at a
-time, float4 loads, when the row is 16-byte aligned), so neighbouring threads read neighbouring
-addresses (coalesced). Bytes moved: 4 * rows * vocab read, 12 * rows written (plus
-4 * rows * vocab more read and written if the probabilities are asked for).
+Layout: one block of ``threads`` threads per row, or, when there are fewer rows than
+multiprocessors, ``splits`` blocks per row, each on one contiguous part, whose moments a second,
+tiny launch merges (the same merge again). Thread t of a block reads entries t, t + threads, ... of
+its part (float4 loads, four of them in flight, when the row is 16-byte aligned), so neighbouring
+threads read neighbouring addresses (coalesced). Bytes moved: 4 * rows * vocab read, 12 * rows
+written (plus 4 * rows * vocab more read and written if the probabilities are asked for).
 """
 
 from __future__ import annotations
@@ -150,8 +150,19 @@ extern "C" __global__ void softmax_entropy(const float* __restrict__ logits,
 
     Running r = {MD_NEG_INF, 0.0f, 0.0f, 0.0f};
     if (vectorized) {
+        // Four float4 loads issued before any is used: 64 bytes in flight per thread.
         const float4* z4 = reinterpret_cast<const float4*>(z);
-        for (int i = begin / 4 + threadIdx.x; i < end / 4; i += blockDim.x) running_add4(r, z4[i]);
+        const float4 none = make_float4(MD_NEG_INF, MD_NEG_INF, MD_NEG_INF, MD_NEG_INF);
+        for (int i = begin / 4 + threadIdx.x; i < end / 4; i += 4 * blockDim.x) {
+            float4 v[4];
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const int k = i + u * blockDim.x;
+                v[u] = k < end / 4 ? z4[k] : none;
+            }
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) running_add4(r, v[u]);
+        }
     } else {
         for (int i = begin + threadIdx.x; i < end; i += blockDim.x) running_add(r, z[i]);
     }
@@ -231,16 +242,17 @@ def reference(logits: Tensor, *, return_probs: bool = False) -> SoftmaxEntropy:
     return SoftmaxEntropy(entropy, varentropy, log_norm, probs)
 
 
-def default_splits(rows: int, vocab: int, device: torch.device) -> int:
-    """How many blocks share a row: enough for about eight 256-thread blocks on every
-    multiprocessor (a few rows alone would leave most of the GPU idle), but never parts shorter
-    than 2,048 logits (each block's fixed cost would then dominate)."""
+def default_launch(rows: int, vocab: int, device: torch.device) -> tuple[int, int]:
+    """(threads, splits): 512 threads a block for rows of 64K logits or more, else 256, and rows
+    split across blocks only as far as needed for one block on every multiprocessor. Chosen by a
+    sweep on an H200 (benchmarks/RESULTS.md): more, shorter blocks lost time to their fixed cost,
+    e.g. 256 x 128,256 logits took 37 us as 256 blocks of 512 threads and 52 us as 1,280 of 256."""
     index = device.index if device.index is not None else torch.cuda.current_device()
-    wanted = -(-8 * _cuda.multiprocessor_count(index) // rows)
-    return max(1, min(wanted, vocab // 2048))
+    splits = -(-_cuda.multiprocessor_count(index) // rows)
+    return (512 if vocab >= 65536 else 256), max(1, min(splits, vocab // 2048))
 
 
-def launch_kernel(logits: Tensor, *, return_probs: bool = False, threads: int = 256,
+def launch_kernel(logits: Tensor, *, return_probs: bool = False, threads: int | None = None,
                   splits: int | None = None, out: SoftmaxEntropy | None = None
                   ) -> SoftmaxEntropy:
     """The CuPy path: one launch with one block per row, or (``splits`` > 1) ``splits`` blocks per
@@ -249,10 +261,12 @@ def launch_kernel(logits: Tensor, *, return_probs: bool = False, threads: int = 
     outputs."""
     validate(logits, for_kernel=True)
     rows, vocab = logits.shape
+    default_threads, default_splits = default_launch(rows, vocab, logits.device)
+    threads = threads or default_threads
     if return_probs:
         splits = 1
     elif splits is None:
-        splits = default_splits(rows, vocab, logits.device)
+        splits = default_splits
     if not 1 <= splits <= vocab:
         raise ValueError(f"splits must be in [1, vocab = {vocab}], got {splits}")
     chunk = -(-vocab // (4 * splits)) * 4            # a multiple of 4: float4 loads stay aligned
