@@ -205,8 +205,8 @@ def kernel_argument(value):
     A tensor goes as its bare device address (``MINIDECODE_KERNEL_ARGS=pointer``, the default: an
     8-byte integer, which is all a ``float*`` parameter is) or as a CuPy view made through DLPack
     (``=dlpack``, the standard hand-over between array libraries). On the H200 of
-    benchmarks/RESULTS.md a DLPack view cost 19-29 us of CPU time a tensor, and a launch with five
-    tensors 119-174 us against 19-30 us with addresses: more than most of these kernels take on
+    benchmarks/RESULTS.md a DLPack view cost 19-35 us of CPU time a tensor, and a launch with five
+    tensors 119-181 us against 19-33 us with addresses: more than most of these kernels take on
     the GPU. Numbers pass as they are."""
     if not isinstance(value, Tensor):
         return value

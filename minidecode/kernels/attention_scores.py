@@ -50,7 +50,6 @@ THREADS = 128        # 4 warps a block, each taking 4 query rows at a time
 CUDA_SOURCE = r"""
 // ---------------------------------------------------------------- kernel 5: received attention
 #define TILE_KEYS 32
-#define MAX_HEAD_DIM 256
 #define ROWS_AT_ONCE 4
 
 // Query row r of (batch, KV head) bg is query t = r % Q of head g * group + r / Q; it sees keys
@@ -59,18 +58,20 @@ __device__ __forceinline__ bool sees(int j, int r, int n_queries, int n_keys) {
     return j < n_keys && j <= n_keys - n_queries + r % n_queries;
 }
 
-// grid = (n_tiles, batch * kv_heads), block = (128,); head_dim % 4 == 0, 16-byte aligned inputs.
+// grid = (n_tiles, batch * kv_heads), block = (128,), dynamic shared memory 32 * (head_dim + 4)
+// floats (sized to the model's head_dim, not the largest allowed: smaller tiles let more blocks
+// share a multiprocessor); head_dim % 4 == 0, 16-byte aligned inputs.
 // scores: (batch * heads * Q, K), every entry written (visible or not). tile_max, tile_sum:
 // (batch * heads * Q, n_tiles): the max visible score of the tile and sum exp(score - max), or
-// (-inf, 0) when the row sees none of the tile's keys.
-extern "C" __global__ void attention_tile_scores(const float* __restrict__ queries,
-                                                 const float* __restrict__ keys,
-                                                 float* __restrict__ scores,
-                                                 float* __restrict__ tile_max,
-                                                 float* __restrict__ tile_sum,
-                                                 int heads, int kv_heads, int n_queries,
-                                                 int n_keys, int head_dim, float scale) {
-    __shared__ __align__(16) float tile[TILE_KEYS * (MAX_HEAD_DIM + 4)];
+// (-inf, 0) when the row sees none of the tile's keys. __launch_bounds__ asks the compiler for
+// ten resident blocks a multiprocessor (48 registers a thread instead of 64, without spilling):
+// more warps waiting on memory at once.
+extern "C" __global__ void __launch_bounds__(128, 10)
+attention_tile_scores(const float* __restrict__ queries, const float* __restrict__ keys,
+                      float* __restrict__ scores, float* __restrict__ tile_max,
+                      float* __restrict__ tile_sum, int heads, int kv_heads, int n_queries,
+                      int n_keys, int head_dim, float scale) {
+    extern __shared__ __align__(16) float tile[];          // TILE_KEYS * (head_dim + 4) floats
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const i64 bg = blockIdx.y;
     const int rows = (heads / kv_heads) * n_queries;       // the group's query rows
@@ -243,7 +244,8 @@ def launch_kernel(queries: Tensor, keys: Tensor, *, out: Tensor | None = None,
     tiles = (n_tiles, batch * kv_heads)
     _cuda.launch(CUDA_SOURCE, "attention_tile_scores", tiles, (THREADS,),
                  (queries, keys, scores, tile_stats[0], tile_stats[1], *sizes,
-                  np.int32(head_dim), np.float32(1.0 / math.sqrt(head_dim))), queries.device)
+                  np.int32(head_dim), np.float32(1.0 / math.sqrt(head_dim))), queries.device,
+                 shared_mem=4 * TILE_KEYS * (head_dim + 4))
     _cuda.launch(CUDA_SOURCE, "attention_merge_stats", (-(-rows // 8),), (256,),
                  (tile_stats[0], tile_stats[1], stats[0], stats[1], np.int32(rows),
                   np.int32(n_tiles)), queries.device)
