@@ -49,21 +49,25 @@ from minidecode.kernels import (
 HERE = Path(__file__).parent
 OUT = HERE / "results" / "kernels.json"
 SECTION = "## Chapter 10: GPU kernels (issue 11)"
-COMMAND = "python benchmarks/bench_kernels.py --write-results"
 
 
 @contextlib.contextmanager
-def kernels_off():
-    """minidecode's own PyTorch code, with the chapter 10 dispatch switched off."""
-    old = os.environ.get("MINIDECODE_KERNELS")
-    os.environ["MINIDECODE_KERNELS"] = "0"
+def environment(name: str, value: str):
+    """Set the environment variable ``name`` to ``value`` inside the block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            del os.environ["MINIDECODE_KERNELS"]
+            del os.environ[name]
         else:
-            os.environ["MINIDECODE_KERNELS"] = old
+            os.environ[name] = old
+
+
+def kernels_off():
+    """minidecode's own PyTorch code, with the chapter 10 dispatch switched off."""
+    return environment("MINIDECODE_KERNELS", "0")
 
 
 def median_ms(fn, warmup: int, repeats: int) -> float:
@@ -153,15 +157,10 @@ def launch_overhead_us(n: int = 2000) -> dict[str, float]:
                "torch add (one eager op)": per_call(lambda: torch.add(tensors[0], tensors[1])),
                "cupy.from_dlpack(tensor)": per_call(lambda: cupy.from_dlpack(tensors[0])),
                "np.uint64(tensor.data_ptr())": per_call(lambda: np.uint64(tensors[0].data_ptr()))}
-    chosen = os.environ.get("MINIDECODE_KERNEL_ARGS")
     for mode in ("dlpack", "pointer"):
-        os.environ["MINIDECODE_KERNEL_ARGS"] = mode
-        timings[f"empty kernel, 5 tensors, {mode}"] = per_call(
-            lambda: _cuda.launch(NOOP_SOURCE, "noop", (1,), (32,), tensors, device))
-    if chosen is None:
-        del os.environ["MINIDECODE_KERNEL_ARGS"]
-    else:
-        os.environ["MINIDECODE_KERNEL_ARGS"] = chosen
+        with environment("MINIDECODE_KERNEL_ARGS", mode):
+            timings[f"empty kernel, 5 tensors, {mode}"] = per_call(
+                lambda: _cuda.launch(NOOP_SOURCE, "noop", (1,), (32,), tensors, device))
     return timings
 
 
