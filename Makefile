@@ -77,15 +77,15 @@ doctor: setup
 	@$(VENV_PY) -m minidecode doctor
 
 exercises: setup
-	@echo ">>> python -m minidecode.exercises build"
-	@$(VENV_PY) -m minidecode.exercises build
+	@echo ">>> python -m minidecode.course.exercises build"
+	@$(VENV_PY) -m minidecode.course.exercises build
 
 notebooks: setup
 	@echo ">>> executing $(addsuffix /*.ipynb,$(NOTEBOOK_DIRS)) in place (outputs are committed)"
 	@$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 \
 		$(foreach d,$(NOTEBOOK_DIRS),$(wildcard $(d)/*.ipynb))
-	@$(VENV_PY) -m minidecode.exercises build
+	@$(VENV_PY) -m minidecode.course.exercises build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -57,7 +57,7 @@ from minidecode.attention_patterns import (
     retrieval_document,
     source_selector,
 )
-from minidecode.evaluate import HELD_OUT_SEED, encode_prompt, held_out_docs
+from minidecode.tinyworld.evaluate import HELD_OUT_SEED, encode_prompt, held_out_docs
 
 HERE = Path(__file__).parent
 OUT = HERE / "results" / "attention_patterns.json"

@@ -34,7 +34,7 @@ from results_md import replace_section  # benchmarks/results_md.py, beside this 
 import minidecode
 from minidecode import tinyworld as tw
 from minidecode.cache_policies import H2O, TOVA, InfiniPot, SirLLM, SnapKV, StreamingLLM
-from minidecode.evaluate import HELD_OUT_SEED
+from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 from minidecode.infinipot import (
     answer_after_reading,
     extend_positions,

@@ -42,7 +42,7 @@ from minidecode.diversity import (
     story_prompts,
     trim_at_eos,
 )
-from minidecode.evaluate import encode_prompt
+from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.sampling import (
     Epsilon,
     Eta,

@@ -11,7 +11,7 @@ EXIT_OK, EXIT_CELL_ERRORS, EXIT_CANNOT_GRADE = 0, 1, 2
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from minidecode.grading import GradeError, grade_notebook, load_notebook
+    from minidecode.course.grading import GradeError, grade_notebook, load_notebook
 
     if args.timeout <= 0:
         print(f"grade: --timeout must be > 0 seconds, got {args.timeout}", file=sys.stderr)
@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
-        from minidecode.doctor import run_doctor
+        from minidecode.course.doctor import run_doctor
 
         return run_doctor()
     if args.command == "grade":
         return _grade(args)
-    from minidecode.exercises import main as exercises_main
+    from minidecode.course.exercises import main as exercises_main
 
     return exercises_main(args.rest)
 

@@ -436,10 +436,10 @@ def random_local_heads(num_layers: int, num_heads: int, fraction: float, seed: i
 # ----------------------------------------------------------------------------- quality
 def needle_documents(tokenizer, n: int, seed: int, min_tokens: int = 300, max_tokens: int = 480,
                      keys: list[str] | None = None) -> list:
-    """``n`` one-fact needle examples (``minidecode.infinipot.needle_example``), lengths drawn
+    """``n`` one-fact needle examples (``minidecode.tinyworld.needles.needle_example``), lengths drawn
     uniformly in [min_tokens, max_tokens] and depths in [0, 1] from ``random.Random(seed)``;
     ``keys`` as in ``tinyworld.retrieval`` (``tinyworld.HELD_OUT_KEYS`` for evaluation)."""
-    from minidecode.infinipot import needle_example
+    from minidecode.tinyworld.needles import needle_example
 
     _check_int("n", n, 1)
     _check_int("min_tokens", min_tokens, 64)
@@ -453,7 +453,7 @@ def needle_documents(tokenizer, n: int, seed: int, min_tokens: int = 300, max_to
 
 def retrieval_document(tokenizer, needle) -> tuple[Tensor, Tensor]:
     """(ids (T,), weight (T,)) for :func:`pattern_loss` from a needle example
-    (``minidecode.infinipot.needle_example``): the document, the question, then the code's
+    (``minidecode.tinyworld.needles.needle_example``): the document, the question, then the code's
     tokens, with weight 1 on the code only (the tokens a retrieval head must fetch)."""
     code_ids = tokenizer.encode(f" {needle.code}").ids
     ids = torch.tensor([*needle.document_ids, *needle.question_ids, *code_ids])
@@ -467,7 +467,7 @@ def needle_accuracy(model, tokenizer, needles: Sequence, pattern: HeadPatterns |
                     max_new_tokens: int = 3) -> float:
     """Exact match of the greedy answer over needle examples, every step under ``pattern``
     (the prompt is read once into a cache; each new token attends to it under the same masks)."""
-    from minidecode.infinipot import needle_found
+    from minidecode.tinyworld.needles import needle_found
 
     _check_int("max_new_tokens", max_new_tokens, 1)
     if not needles:

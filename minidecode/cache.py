@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from minidecode.rope import apply_rotary, rotary_cos_sin
+
 
 @dataclass(frozen=True)
 class CacheFingerprint:
@@ -218,9 +220,6 @@ class KVCache:
         positions: (batch, kv_heads, length) long (or broadcastable to it). The stored keys are
         re-rotated by the delta: k <- R(p_new - p_old) k, see the module docstring.
         """
-        # Imported here because model.py imports this module.
-        from minidecode.model import apply_rotary, rotary_cos_sin
-
         self._check_layer(layer)
         if self.keys[layer] is None:
             raise ValueError(f"layer {layer} of the cache is empty: no positions to set")

@@ -219,7 +219,7 @@ def expand_cache(cache: Any, batch: int) -> Any:
 
 
 def _as_prompt(tokenizer: Any, prompt: str | Sequence[int] | Tensor) -> Tensor:
-    from minidecode.evaluate import encode_prompt
+    from minidecode.tinyworld.corpus import encode_prompt
 
     if isinstance(prompt, str):
         return torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long)
@@ -369,8 +369,8 @@ def held_out_arithmetic(n_steps: int, n: int, seed: int | None = None) -> list:
     problems of a step count are the same whatever n is."""
     import random
 
-    from minidecode.evaluate import HELD_OUT_SEED
     from minidecode.tinyworld import arithmetic_problem
+    from minidecode.tinyworld.corpus import HELD_OUT_SEED
 
     if n_steps not in (1, 2, 3):
         raise ValueError(f"n_steps must be 1, 2 or 3, got {n_steps!r}")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from minidecode.kernels import dispatch
+
 __all__ = ["check_scores", "entropy", "entropy_varentropy", "varentropy"]
 
 
@@ -61,14 +63,9 @@ def entropy_varentropy(scores: Tensor) -> tuple[Tensor, Tensor]:
         >>> entropy_varentropy(torch.tensor([0.0, 0.0, float("-inf")]))
         (tensor(0.6931), tensor(0.))
     """
-    if scores.is_cuda and scores.dim() >= 1 and scores.numel():
-        from minidecode.kernels import _cuda, softmax_entropy  # chapter 10's one-pass kernel
-
-        if _cuda.use_kernel(scores):
-            flat = scores.reshape(-1, scores.shape[-1]).contiguous()
-            stats = softmax_entropy.launch_kernel(flat)
-            return (stats.entropy.reshape(scores.shape[:-1]),
-                    stats.varentropy.reshape(scores.shape[:-1]))
+    on_gpu = dispatch.entropy_varentropy(scores)  # chapter 10's one-pass kernel, on CUDA only
+    if on_gpu is not None:
+        return on_gpu
     work_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
     log_probs = torch.log_softmax(scores.to(work_dtype), dim=-1)
     probs = log_probs.exp()

@@ -17,13 +17,13 @@ convention of transformers' ``LogitsProcessor``, so both libraries' processors w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-LogitsProcessor = Callable[[Tensor, Tensor], Tensor]
+from minidecode.interfaces import LogitsProcessor
 
 
 @torch.no_grad()

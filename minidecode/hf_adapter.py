@@ -28,35 +28,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from minidecode.model import ModelOutput
-
-
-@runtime_checkable
-class Cache(Protocol):
-    """What decoding loops may do with any cache."""
-
-    seen_tokens: int
-
-    def crop(self, length: int) -> None: ...
-
-    def __len__(self) -> int: ...
-
-
-@runtime_checkable
-class LanguageModel(Protocol):
-    """Token ids plus a cache in, logits and the updated cache out (see the module docstring)."""
-
-    @property
-    def vocab_size(self) -> int: ...
-
-    def new_cache(self) -> Any: ...
-
-    def __call__(self, input_ids: Tensor, cache: Any = None) -> ModelOutput: ...
+from minidecode.interfaces import Cache, LanguageModel, ModelOutput  # noqa: F401 (re-export)
 
 
 def _config_id(hf_model: Any) -> str:

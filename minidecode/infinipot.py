@@ -31,8 +31,9 @@ from torch import Tensor
 
 from minidecode.cache import KVCache
 from minidecode.cache_policies import CachePolicy, InfiniPot, Observation
-from minidecode.cache_policies.infinipot import catalyst_scores, infinipot_keep, novelty_scores
+from minidecode.cache_policies.cap_nuc import catalyst_scores, infinipot_keep, novelty_scores
 from minidecode.model import Transformer
+from minidecode.tinyworld.needles import Needle, needle_example, needle_found  # noqa: F401 (re-export)
 
 __all__ = ["InfiniPot", "catalyst_scores", "context_reset_positions", "infinipot_keep",
            "novelty_scores", "Needle", "ReadResult", "answer_after_reading", "extend_positions",
@@ -211,52 +212,6 @@ def answer_after_reading(model: Transformer, document_ids: list[int], question_i
     return generated, result
 
 
-# ----------------------------------------------------------------------------- needle documents
-@dataclass
-class Needle:
-    """A needle-in-a-haystack example: the document's ids, the question's ids, the answer."""
-
-    document_ids: list[int]
-    question_ids: list[int]
-    code: str
-    depth: float
-    code_positions: list[int]  # where the code's tokens sit in document_ids
-
-
-def needle_example(tokenizer, n_tokens: int, depth: float, rng, keys: list[str] | None = None
-                   ) -> Needle:
-    """A TinyWorld retrieval document of about ``n_tokens`` tokens with one fact (the needle) at
-    ``depth`` in [0, 1] of the filler, and its question "Q: What code does the <key> have?".
-
-    The number of filler sentences is corrected twice from the measured token count, so lengths
-    land within a few percent of ``n_tokens``.
-    """
-    from minidecode import tinyworld as tw
-    from minidecode.evaluate import encode_prompt
-
-    if not 0.0 <= depth <= 1.0:
-        raise ValueError(f"depth must be in [0, 1], got {depth!r}")
-    if n_tokens < 64:
-        raise ValueError(f"n_tokens must be >= 64, got {n_tokens!r}")
-    state = rng.getstate()
-    n_filler = max(1, n_tokens // 12)
-    for _ in range(3):  # two corrections of the filler count land within a few percent
-        rng.setstate(state)
-        doc = tw.retrieval(rng, n_filler=n_filler, n_facts=1, needle_depth=depth, n_questions=1,
-                           keys=keys)
-        prompt = doc.truth["prompt"]
-        ids = encode_prompt(tokenizer, prompt)
-        n_filler = max(1, round(n_filler * n_tokens / len(ids)))
-    split = prompt.rindex("\nQ:")
-    document_ids = encode_prompt(tokenizer, prompt[:split])
-    question_ids = tokenizer.encode(prompt[split:]).ids
-    code_ids = tokenizer.encode(f" {doc.truth['code']}.").ids[:-1]
-    start = next(i for i in range(len(document_ids) - len(code_ids) + 1)
-                 if document_ids[i:i + len(code_ids)] == code_ids)
-    return Needle(document_ids, question_ids, doc.truth["code"], depth,
-                  list(range(start, start + len(code_ids))))
-
-
 def needle_kept(cache: KVCache, code_positions: list[int]) -> float:
     """Share of (layer, KV head) caches that still hold every token of the needle's code: whether
     compression kept the answer at all, whatever the model then does with it (batch row 0)."""
@@ -265,8 +220,3 @@ def needle_kept(cache: KVCache, code_positions: list[int]) -> float:
             for layer in range(cache.num_layers)
             for head in range(cache.token_index[layer].shape[1])]
     return float(torch.stack(kept).float().mean())
-
-
-def needle_found(tokenizer, generated: list[int], code: str) -> bool:
-    """Exact match: the generated text starts with the code."""
-    return tokenizer.decode(generated).strip().startswith(code)

@@ -30,14 +30,15 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minidecode.cache import CacheFingerprint, KVCache
+from minidecode.interfaces import AttentionPattern, ModelOutput
+from minidecode.rope import apply_rotary, rotary_cos_sin, rotate_half  # noqa: F401 (re-export)
 
 # scaled_dot_product_attention shares KV heads itself (no copy) from torch 2.5 on.
 _SDPA_HAS_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -90,61 +91,6 @@ class ModelConfig:
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-class AttentionPattern(Protocol):
-    """Per-head attention mask provider (the hook; concrete patterns come in a later chapter).
-
-    Called once per layer as ``pattern(layer, q_positions, k_positions)`` with
-    q_positions: (batch, heads, q) and k_positions: (batch, heads, k) long RoPE positions (KV-head
-    positions repeated for the query heads that share them). Returns a bool tensor broadcastable to
-    (batch, heads, q, k), True = may attend. It is AND-ed with the causal rule of ``KVCache``; every
-    query must keep at least one key, or its softmax is undefined (NaN).
-    """
-
-    def __call__(self, layer: int, q_positions: Tensor, k_positions: Tensor) -> Tensor: ...
-
-
-@dataclass
-class ModelOutput:
-    """logits: (batch, seq, vocab); cache: the (updated) cache or None;
-    attentions: {layer: (batch, heads, q, k) softmax weights} for the requested layers."""
-
-    logits: Tensor
-    cache: KVCache | None = None
-    attentions: dict[int, Tensor] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------- RoPE
-def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype
-                   ) -> tuple[Tensor, Tensor]:
-    """cos, sin tables of rotary position embedding (Su et al., 2021, RoFormer, arXiv:2104.09864).
-
-    theta_i = theta^(-2i / head_dim) for i in [0, head_dim/2); angle = position * theta_i.
-    positions: (...) long or float  ->  cos, sin: (..., head_dim), each half repeated
-    ([a_0..a_{d/2-1}, a_0..a_{d/2-1}]), the "rotate_half" layout of transformers' Llama.
-    Computed in float32 whatever the model dtype, as transformers does, then cast to ``dtype``.
-    """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32,
-                                             device=positions.device) / head_dim))
-    angles = positions[..., None].float() * inv_freq                   # (..., head_dim/2)
-    angles = torch.cat((angles, angles), dim=-1)                       # (..., head_dim)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def rotate_half(x: Tensor) -> Tensor:
-    """[x1, x2] -> [-x2, x1] on the last dim: pairs dimension i with i + head_dim/2."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """RoPE: x' = x * cos + rotate_half(x) * sin: each pair (x_i, x_{i+d/2}) turned by angle_i.
-
-    x: (..., head_dim); cos, sin broadcastable to x.
-    """
-    return (x * cos) + (rotate_half(x) * sin)
-
-
-# ------------------------------------------------------------------------- blocks
 class RMSNorm(nn.Module):
     """RMSNorm (Zhang & Sennrich, 2019, arXiv:1910.07467): y = w * x / sqrt(mean(x^2) + eps).
 

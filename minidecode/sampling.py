@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from minidecode.entropy import check_scores, entropy
+from minidecode.kernels import dispatch
 
 __all__ = [
     "Epsilon",
@@ -337,11 +338,8 @@ def sample_next_token(scores: Tensor, generator: torch.Generator | None = None) 
     distribution, another random stream than ``torch.multinomial``'s.
     """
     check_scores(scores)
-    if scores.is_cuda and scores.dim() == 2:
-        from minidecode.kernels import _cuda, min_p_top_p
-
-        if _cuda.use_kernel(scores):
-            uniforms = torch.rand(scores.shape[0], generator=generator, device=scores.device)
-            return min_p_top_p.launch_kernel(scores.contiguous(), uniforms)
+    on_gpu = dispatch.sample_next_token(scores, generator)  # chapter 10's kernel, CUDA only
+    if on_gpu is not None:
+        return on_gpu
     probs = torch.softmax(scores.float(), dim=-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]

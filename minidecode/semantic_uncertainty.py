@@ -218,7 +218,7 @@ def sample_answers(model: Any, tokenizer: Any, prompt_ids: Sequence[int], n: int
     """``n`` answers (one line each) to one prompt, sampled in one batch at ``temperature`` (or
     the single greedy answer with ``greedy=True``), then scored under the model at temperature 1.
 
-    prompt_ids: the prompt's token ids (``minidecode.evaluate.encode_prompt``); seed: the
+    prompt_ids: the prompt's token ids (``minidecode.tinyworld.evaluate.encode_prompt``); seed: the
     ``torch.Generator`` seed, so the same call gives the same answers.
     """
     if not greedy:
@@ -571,11 +571,11 @@ class Question:
 def held_out_questions(n_qa: int, n_arithmetic: int, seed: int | None = None) -> list[Question]:
     """``n_qa`` TinyWorld "Where is X?" questions (about 30% unanswerable) and ``n_arithmetic``
     word problems (1, 2, 3 steps in turn, asked without the trigger), from ``seed`` (default
-    ``minidecode.evaluate.HELD_OUT_SEED``, a seed training never used)."""
+    ``minidecode.tinyworld.evaluate.HELD_OUT_SEED``, a seed training never used)."""
     import random
 
     from minidecode import tinyworld as tw
-    from minidecode.evaluate import HELD_OUT_SEED
+    from minidecode.tinyworld.corpus import HELD_OUT_SEED
 
     seed = HELD_OUT_SEED if seed is None else seed
     rng = random.Random(seed + 606)
@@ -643,7 +643,7 @@ def analyse(model: Any, tokenizer: Any, question: Question, n: int = 10,
     over the samples ``naive_entropy`` and, per clusterer name k, ``se_discrete_k`` and
     ``se_weighted_k``.
     """
-    from minidecode.evaluate import encode_prompt
+    from minidecode.tinyworld.corpus import encode_prompt
 
     prompt_ids = encode_prompt(tokenizer, question.prompt)
     max_new = 72 if question.family == "arithmetic" else 16

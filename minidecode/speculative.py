@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from minidecode.generate import LogitsProcessor
+from minidecode.kernels import dispatch
 
 __all__ = [
     "Drafter",
@@ -138,15 +139,9 @@ def verify_draft(target_probs: Tensor, draft_probs: Tensor, draft_tokens: Tensor
     state, the next token from the same distribution by another draw.
     """
     batch, gamma = draft_tokens.shape
-    if target_probs.is_cuda:
-        from minidecode.kernels import _cuda, speculative_verify  # chapter 10's one launch
-
-        if _cuda.use_kernel(target_probs, draft_probs, draft_tokens):
-            uniforms = torch.rand(batch, gamma, generator=generator, device=draft_tokens.device)
-            sample_uniforms = torch.rand(batch, generator=generator, device=draft_tokens.device)
-            return speculative_verify.launch_kernel(
-                target_probs.contiguous(), draft_probs.contiguous(), draft_tokens.contiguous(),
-                uniforms, sample_uniforms, check=False)
+    on_gpu = dispatch.verify_draft(target_probs, draft_probs, draft_tokens, generator)
+    if on_gpu is not None:  # chapter 10's one launch, on CUDA only
+        return on_gpu
     index = draft_tokens.unsqueeze(-1)
     p_drafted = target_probs[:, :gamma].gather(-1, index).squeeze(-1)          # (batch, gamma)
     q_drafted = draft_probs.gather(-1, index).squeeze(-1)

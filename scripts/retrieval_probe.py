@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from minidecode import tinyworld as tw
-from minidecode.evaluate import HELD_OUT_SEED
+from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 
 
 def load(path: Path):

@@ -1,7 +1,7 @@
 """Turn a training run into a shipped model: HF-format directory, evaluation and model card.
 
     python scripts/ship_model.py --run /path/to/runs/draft --name tiny-draft \
-        --command "python -m minidecode.train --preset draft --out runs/draft" \
+        --command "python -m minidecode.tinyworld.train --preset draft --out runs/draft" \
         --hardware "2-core CPU (1 thread), no GPU" [--target tiny-target]
 
 Writes ``minidecode/models/<name>/`` with config.json, model.safetensors, tokenizer files,
@@ -22,9 +22,9 @@ from safetensors.torch import load_model
 
 from minidecode import tinyworld as tw
 from minidecode.checkpoint import load_pretrained, save_pretrained
-from minidecode.evaluate import agreement, evaluate, held_out_docs, summary
+from minidecode.tinyworld.evaluate import agreement, evaluate, held_out_docs, summary
 from minidecode.model import Transformer
-from minidecode.train import PRESETS, model_config
+from minidecode.tinyworld.train import PRESETS, model_config
 
 MODELS = Path(__file__).resolve().parents[1] / "minidecode" / "models"
 
@@ -78,7 +78,7 @@ def card(name: str, model: Transformer, state: dict, result: dict, command: str,
         f"# {name}",
         "",
         f"A {model.num_parameters() / 1e6:.2f}M-parameter Llama-architecture decoder {origin} "
-        "on TinyWorld, minidecode's synthetic corpus (`minidecode/tinyworld.py`).",
+        "on TinyWorld, minidecode's synthetic corpus (`minidecode/tinyworld/corpus.py`).",
         "Loads with `minidecode.load(\"" + name + "\")` and with "
         "`transformers.AutoModelForCausalLM.from_pretrained(path)`.",
         "",
@@ -108,7 +108,7 @@ def card(name: str, model: Transformer, state: dict, result: dict, command: str,
         "",
         "![learning curves](learning_curves.png)",
         "",
-        "## Held-out evaluation (`python -m minidecode.evaluate`, seed 20261123)",
+        "## Held-out evaluation (`python -m minidecode.tinyworld.evaluate`, seed 20261123)",
         "| figure | value |",
         "|---|---|",
     ]

@@ -40,7 +40,7 @@ def check_rejects(capsys: pytest.CaptureFixture[str]):
     """``check_rejects(exercise_id, name, wrong)`` asserts that an exercise's check is real: it
     fails on the unsolved stub (saying so), fails on ``wrong`` (printing yours vs expected) and
     passes the course's own reference."""
-    from minidecode.grading import check, get_exercise
+    from minidecode.course.grading import check, get_exercise
 
     def assert_rejects(exercise_id: str, name: str, wrong) -> None:
         exercise = get_exercise(exercise_id)

@@ -258,7 +258,7 @@ def retriever():
     full-attention accuracy on them."""
     import minidecode
     from minidecode import tinyworld as tw
-    from minidecode.evaluate import HELD_OUT_SEED
+    from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 
     torch.set_num_threads(1)
     model, tokenizer = minidecode.load("tiny-retriever")

@@ -21,7 +21,7 @@ from minidecode.cot import (
     top2_margin,
     trigger_insertion_decode,
 )
-from minidecode.evaluate import encode_prompt
+from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.generate import generate
 
 

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidecode.tour import entropy_bits, softmax_with_temperature
+from minidecode.course.tour import entropy_bits, softmax_with_temperature
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_NAME = re.compile(r"^\d{2}_[a-z0-9_]+\.ipynb$")

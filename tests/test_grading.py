@@ -2,7 +2,7 @@
 exercises/ is exactly what the generator writes, and bad input gets one clear line.
 
 Everything here is generic over solutions/*.ipynb, so a new chapter is covered by adding its
-solution notebook, its generated exercise notebook and minidecode/checks/chNN.py.
+solution notebook, its generated exercise notebook and minidecode/course/checks/chNN.py.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidecode.exercises import (
+from minidecode.course.exercises import (
     MarkerError,
     build,
     exercise_notebook,
     exercise_source,
     render_notebook,
 )
-from minidecode.grading import (
+from minidecode.course.grading import (
     chapter_of,
     check,
     exercises_for_chapter,
     get_exercise,
     grade_notebook,
 )
-from minidecode.tour import softmax_with_temperature
+from minidecode.course.tour import softmax_with_temperature
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
@@ -68,16 +68,16 @@ def test_exercises_are_byte_identical_to_the_generator_output(solution: Path) ->
         exercise_notebook(solution_json, generated_from=f"solutions/{solution.name}")
     )
     committed = REPO / "exercises" / solution.name
-    assert committed.is_file(), f"run `python -m minidecode.exercises build` to write {committed}"
+    assert committed.is_file(), f"run `python -m minidecode.course.exercises build` to write {committed}"
     assert committed.read_bytes() == generated.encode("utf-8"), (
-        f"{committed} is stale: run `python -m minidecode.exercises build`"
+        f"{committed} is stale: run `python -m minidecode.course.exercises build`"
     )
 
 
 def test_exercises_folder_holds_exactly_the_generated_notebooks() -> None:
     assert build(REPO / "solutions", REPO / "exercises", check_only=True) == []
     result = subprocess.run(
-        [sys.executable, "-m", "minidecode.exercises", "build", "--check"],
+        [sys.executable, "-m", "minidecode.course.exercises", "build", "--check"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

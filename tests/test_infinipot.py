@@ -283,7 +283,7 @@ def test_infinipot_finds_the_needle_at_8x_the_context_where_streamingllm_and_ran
     import minidecode
     from minidecode import tinyworld as tw
     from minidecode.cache_policies import CachePolicy
-    from minidecode.evaluate import HELD_OUT_SEED
+    from minidecode.tinyworld.evaluate import HELD_OUT_SEED
     from minidecode.infinipot import needle_example, needle_found, needle_kept
 
     class RandomChoice(CachePolicy):

@@ -15,7 +15,7 @@ import torch
 from minidecode import kernels
 from minidecode.cache import CacheFingerprint, KVCache
 from minidecode.cache_policies.base import per_kv_head
-from minidecode.cache_policies.infinipot import catalyst_scores
+from minidecode.cache_policies.cap_nuc import catalyst_scores
 from minidecode.entropy import entropy_varentropy
 from minidecode.infinipot import context_reset_positions
 from minidecode.kernels import (

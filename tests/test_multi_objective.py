@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minidecode
-from minidecode.evaluate import encode_prompt
+from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.generate import generate
 from minidecode.multi_objective import (
     MODProcessor,

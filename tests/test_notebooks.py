@@ -73,7 +73,7 @@ def test_exercise_notebook_has_no_outputs(path: Path) -> None:
     for index, cell in enumerate(_code_cells(path)):
         assert cell.outputs == [] and cell.execution_count is None, (
             f"{path.name}, code cell {index + 1} has outputs: regenerate with "
-            "`python -m minidecode.exercises build`"
+            "`python -m minidecode.course.exercises build`"
         )
 
 

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 import minidecode
 from minidecode.entropy import entropy
-from minidecode.evaluate import encode_prompt
+from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.semantic_uncertainty import (
     DEFAULT_THRESHOLD,
     EmbeddingClusterer,

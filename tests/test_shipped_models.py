@@ -9,7 +9,7 @@ import torch
 
 import minidecode
 from minidecode import tinyworld as tw
-from minidecode.evaluate import encode_prompt
+from minidecode.tinyworld.evaluate import encode_prompt
 
 MODELS = Path(minidecode.__file__).parent / "models"
 SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
@@ -40,7 +40,7 @@ def test_shipped_model_loads_in_both_libraries_and_agrees(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_has_learned_tinyworld(name):
     """Held-out story perplexity far below an untrained model's (about the vocabulary size)."""
-    from minidecode.evaluate import held_out_docs, perplexity
+    from minidecode.tinyworld.evaluate import held_out_docs, perplexity
 
     model, tokenizer = minidecode.load(name)
     ppl = perplexity(model, tokenizer, held_out_docs("stories", 10))
@@ -52,7 +52,7 @@ def test_the_target_thinks_step_by_step():
 
     Held-out two-step problems; the shipped target's card reports 0.96 vs 0.20 on 50.
     """
-    from minidecode.evaluate import complete
+    from minidecode.tinyworld.evaluate import complete
 
     model, tokenizer = minidecode.load("tiny-target")
     rng = __import__("random").Random(7)
@@ -72,7 +72,7 @@ def test_the_retriever_finds_a_lone_fact_that_the_target_cannot():
     Held-out keys, one fact among filler, within the trained context; the retriever's card
     reports 1.00 on 50 such documents, the target's 0.
     """
-    from minidecode.evaluate import complete
+    from minidecode.tinyworld.evaluate import complete
 
     rng = __import__("random").Random(11)
     docs = [tw.retrieval(rng, n_filler=30, n_facts=1, needle_depth=rng.random(),

@@ -23,7 +23,7 @@ from transformers import (
 
 import minidecode
 from minidecode.checkpoint import MODELS_DIR
-from minidecode.evaluate import encode_prompt, held_out_docs
+from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 from minidecode.generate import generate
 from minidecode.hf_adapter import HFModel
 from minidecode.model import ModelConfig, Transformer

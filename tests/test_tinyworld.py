@@ -8,7 +8,7 @@ import re
 import pytest
 
 from minidecode import tinyworld as tw
-from minidecode.train import build_batch, build_row, encode_doc, train_tokenizer
+from minidecode.tinyworld.train import build_batch, build_row, encode_doc, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes():
 
 
 def test_training_batches_are_a_function_of_seed_and_step(tokenizer):
-    import minidecode.train as train
+    import minidecode.tinyworld.train as train
 
     train._worker_init(tokenizer.to_str())
     x1, w1 = build_batch((0, 5, 2, 128, 0.6))

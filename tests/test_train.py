@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from minidecode.train import PRESETS, TrainConfig, lr_at, train, train_tokenizer
+from minidecode.tinyworld.train import PRESETS, TrainConfig, lr_at, train, train_tokenizer
 
 TINY = replace(PRESETS["quick"], model=dict(hidden_size=32, intermediate_size=64,
                                              num_hidden_layers=1, num_attention_heads=2,
@@ -88,7 +88,7 @@ def test_copy_rows_weight_only_the_copied_half(tokenizer):
     """Each copy example is <eos> x \\n x; the loss counts the second x and nothing else."""
     import random
 
-    from minidecode.train import copy_row
+    from minidecode.tinyworld.train import copy_row
 
     ids, weights = copy_row(random.Random(3), tokenizer, 128)
     assert len(ids) == len(weights) == 129
@@ -113,7 +113,7 @@ def test_retriever_mixture_draws_fact_counts_and_copy_rows(tokenizer):
     count comes from ``fact_counts`` (one-fact documents appear, which the default never has)."""
     import random
 
-    from minidecode.train import mixture_row
+    from minidecode.tinyworld.train import mixture_row
 
     cfg = PRESETS["retriever"]
     copy, one_fact = 0, 0

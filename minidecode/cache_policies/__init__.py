@@ -14,8 +14,8 @@ The reader that streams a long document through a policy is :mod:`minidecode.inf
 """
 
 from minidecode.cache_policies.base import CachePolicy, Observation, top_entries
+from minidecode.cache_policies.cap_nuc import InfiniPot
 from minidecode.cache_policies.h2o import H2O
-from minidecode.cache_policies.infinipot import InfiniPot
 from minidecode.cache_policies.sirllm import SirLLM
 from minidecode.cache_policies.snapkv import SnapKV
 from minidecode.cache_policies.streaming_llm import StreamingLLM

@@ -130,7 +130,7 @@ def reference(keys: Tensor, values: Tensor, positions: Tensor, token_index: Tens
               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The CPU path, with minidecode.model's RoPE: returns (keys, values, positions,
     token_index) of the kept entries."""
-    from minidecode.model import apply_rotary, rotary_cos_sin
+    from minidecode.rope import apply_rotary, rotary_cos_sin
 
     if new_positions is None:
         new_positions = _default_positions(indices)

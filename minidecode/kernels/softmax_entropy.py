@@ -15,7 +15,7 @@ parallel form of Welford's update) with weights w = S * exp(m - M), M = max(m_a,
     var  = (w_a var_a + w_b var_b) / W + w_a w_b (mean_a' - mean_b')^2 / W^2,    W = w_a + w_b
 
 is exact algebra, and (unlike E[y^2] - E[y]^2 over the whole row) it does not cancel.
-The formulas are those of :mod:`minidecode.entropy`; the reference below *is* that module.
+The formulas are those of :mod:`minidecode.entropy`; the reference below computes them the same way.
 :func:`blocked_moments` replays the kernel's thread layout and merge tree on CPU, in PyTorch, so
 the algorithm can be checked without a GPU.
 
@@ -231,12 +231,16 @@ def validate(logits: Tensor, *, for_kernel: bool = False) -> None:
 
 
 def reference(logits: Tensor, *, return_probs: bool = False) -> SoftmaxEntropy:
-    """The CPU path: :func:`minidecode.entropy.entropy_varentropy` plus ``logsumexp``."""
-    from minidecode.entropy import entropy_varentropy
-
+    """The CPU path: entropy H = -sum p log p, varentropy sum p (log p + H)^2 and ``logsumexp``,
+    the numbers of :func:`minidecode.entropy.entropy_varentropy` (the tests compare the two)."""
     validate(logits)
-    entropy, varentropy = entropy_varentropy(logits)
     work = logits.double() if logits.dtype == torch.float64 else logits.float()
+    log_probs = torch.log_softmax(work, dim=-1)
+    p = log_probs.exp()
+    surprisal = torch.where(p > 0, -log_probs, torch.zeros_like(log_probs))
+    entropy = (p * surprisal).sum(dim=-1)
+    deviation = torch.where(p > 0, surprisal - entropy.unsqueeze(-1), torch.zeros_like(p))
+    varentropy = (p * deviation.square()).sum(dim=-1)
     log_norm = torch.logsumexp(work, dim=-1)
     probs = torch.softmax(work, dim=-1) if return_probs else None
     return SoftmaxEntropy(entropy, varentropy, log_norm, probs)

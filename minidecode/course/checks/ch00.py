@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import torch
 from hypothesis import strategies as st
 
-from minidecode.grading import Case, exercise
-from minidecode.tour import softmax_with_temperature
+from minidecode.course.grading import Case, exercise
+from minidecode.course.tour import softmax_with_temperature
 
 # Random cases: 1 to 12 float32 logits in [-30, 30] and a temperature in [0.05, 20].
 _logits = st.lists(

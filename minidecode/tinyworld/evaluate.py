@@ -1,6 +1,6 @@
 """Measure the shipped TinyWorld models on a held-out split (a seed training never used).
 
-    python -m minidecode.evaluate --target tiny-target --draft tiny-draft --out results.json
+    python -m minidecode.tinyworld.evaluate --target tiny-target --draft tiny-draft --out results.json
 
 Reports, as the TinyWorld issue asks:
 
@@ -26,15 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from minidecode import tinyworld as tw
+from minidecode.tinyworld.corpus import HELD_OUT_SEED, encode_prompt  # noqa: F401 (re-export)
 
-HELD_OUT_SEED = 20261123  # training rows are seeded by strings "seed-step-row"; never this int
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FILLER_SENTENCES = (6, 14, 24, 34)  # about 110, 200, 320 and 440 tokens with the facts
-
-
-def encode_prompt(tokenizer, text: str) -> list[int]:
-    """Token ids of ``<|endoftext|>`` + ``text``: every training document starts that way."""
-    return [tokenizer.token_to_id(tw.EOS), *tokenizer.encode(text).ids]
 
 
 def _stop_ids(tokenizer) -> set[int]:
@@ -47,11 +42,63 @@ def _batched(items: list, size: int):
         yield items[i : i + size]
 
 
+@torch.no_grad()
+def greedy_batch(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
+                 stop_ids: set[int]) -> list[list[int]]:
+    """Greedy continuation of several prompts at once, without a cache.
+
+    Prompts are right-padded into one tensor; because attention is causal, the padding after a
+    prompt never influences it, so each step reads the logits at each prompt's own last position.
+    Recomputing everything per step is wasteful on a CPU but cheap on a GPU for short answers.
+    """
+    device = next(model.parameters()).device
+    if device.type == "cpu":  # on a CPU, one prompt at a time with the KV cache is far cheaper
+        return [greedy_cached(model, p, max_new_tokens, stop_ids) for p in prompts]
+    lengths = [len(p) for p in prompts]
+    width = min(max(lengths) + max_new_tokens, model.config.max_position_embeddings)
+    tokens = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        tokens[i, : len(p)] = torch.tensor(p, device=device)
+    cur = torch.tensor(lengths, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    out: list[list[int]] = [[] for _ in prompts]
+    for _ in range(max_new_tokens):
+        if bool(done.all()) or int(cur.max()) >= width:
+            break
+        span = int(cur.max())
+        logits = model(tokens[:, :span]).logits  # (batch, span, vocab)
+        nxt = logits[torch.arange(len(prompts), device=device), cur - 1].argmax(-1)
+        for i in range(len(prompts)):
+            if not done[i]:
+                t = int(nxt[i])
+                out[i].append(t)
+                tokens[i, cur[i]] = t
+                if t in stop_ids:
+                    done[i] = True
+        cur = torch.where(done, cur, cur + 1)
+    return out
+
+
+@torch.no_grad()
+def greedy_cached(model: Transformer, prompt: list[int], max_new_tokens: int,
+                  stop_ids: set[int]) -> list[int]:
+    """Greedy continuation of one prompt with the KV cache, stopping after a stop token."""
+    cache = model.new_cache()
+    room = model.config.max_position_embeddings - len(prompt)
+    logits = model(torch.tensor([prompt]), cache=cache).logits[0, -1]
+    out: list[int] = []
+    for _ in range(min(max_new_tokens, room)):
+        token = int(logits.argmax())
+        out.append(token)
+        if token in stop_ids or len(out) == room:
+            break
+        logits = model(torch.tensor([[token]]), cache=cache).logits[0, -1]
+    return out
+
+
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: int,
              batch_size: int = 64) -> list[str]:
     """Greedy completions up to the end of the line."""
-    from minidecode.train import greedy_batch
-
     out: list[str] = []
     for chunk in _batched(prompts, batch_size):
         ids = [encode_prompt(tokenizer, p) for p in chunk]
@@ -185,7 +232,7 @@ def summary(result: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from minidecode.checkpoint import load
 
-    parser = argparse.ArgumentParser(prog="python -m minidecode.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m minidecode.tinyworld.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="tiny-target")
     parser.add_argument("--draft", default="tiny-draft")

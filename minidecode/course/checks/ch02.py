@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from minidecode import adaptive
 from minidecode import entropy as entropy_module
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 
 INF = float("inf")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from hypothesis import strategies as st
 
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 from minidecode.multi_objective import chebyshev_select, pareto_front
 
 # 05.1 random cases: small integer grids, so ties and duplicates are common.

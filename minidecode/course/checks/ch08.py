@@ -9,7 +9,7 @@ import torch
 from hypothesis import strategies as st
 
 from minidecode.attention_patterns import choose_local_heads, missed_mass, sink_window_mask
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -1,9 +1,9 @@
 """Train the course's TinyWorld models: tokenizer, data packing, training loop, checkpoints.
 
-    python -m minidecode.train --preset quick   --out runs/quick     # a few minutes on a laptop
-    python -m minidecode.train --preset draft   --out runs/draft
-    python -m minidecode.train --preset target  --out runs/target    # use a GPU if you have one
-    python -m minidecode.train --preset retriever --out runs/retriever \
+    python -m minidecode.tinyworld.train --preset quick   --out runs/quick     # a few minutes on a laptop
+    python -m minidecode.tinyworld.train --preset draft   --out runs/draft
+    python -m minidecode.tinyworld.train --preset target  --out runs/target    # use a GPU if you have one
+    python -m minidecode.tinyworld.train --preset retriever --out runs/retriever \
         --init-from minidecode/models/tiny-target                     # teach it to look things up
 
 Each run writes ``metrics.csv`` (loss and task accuracies every ``eval_every`` steps), a resumable
@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from minidecode import tinyworld as tw
+from minidecode.tinyworld.corpus import encode_prompt
+from minidecode.tinyworld.evaluate import greedy_batch
 from minidecode.model import ModelConfig, Transformer
 
 ANSWER_WEIGHT = 3.0
@@ -83,9 +85,11 @@ NON_RETRIEVAL = {k: v for k, v in tw.DOC_WEIGHTS.items() if k != "retrieval"}
 
 
 def retrieval_row(rng: random.Random, tokenizer, seq_len: int,
-                  fact_counts: tuple[int, ...] | None = None):
+                  fact_counts: tuple[int, ...] | None = None, style: str = "has_code",
+                  doc_weights: dict[str, float] | None = None):
     """A row that starts with one retrieval document (sometimes after a short story), then other
-    families. ``fact_counts``: the number of facts is drawn from it (default 2-8 uniformly)."""
+    families. ``fact_counts``: the number of facts is drawn from it (default 2-8 uniformly);
+    ``style``: the facts' wording (``tinyworld.FACT_STYLES``)."""
     ids: list[int] = []
     weights: list[float] = []
     if rng.random() < 0.3:  # sometimes a short story first, so the needle is not always at 0
@@ -94,18 +98,20 @@ def retrieval_row(rng: random.Random, tokenizer, seq_len: int,
     for _ in range(20):  # a retrieval document is never cut: its questions need its facts
         n_filler = rng.randint(2, max_filler)
         n_facts = rng.randint(2, 8) if fact_counts is None else rng.choice(fact_counts)
-        i, w = encode_doc(tokenizer, tw.retrieval(rng, n_filler=n_filler, n_facts=n_facts))
+        doc = tw.retrieval(rng, n_filler=n_filler, n_facts=n_facts, style=style)
+        i, w = encode_doc(tokenizer, doc)
         if len(ids) + len(i) <= seq_len + 1:
             ids, weights = ids + i, weights + w
             break
-    return _fill_row(rng, tokenizer, seq_len, ids, weights)
+    return _fill_row(rng, tokenizer, seq_len, ids, weights, doc_weights)
 
 
-def _fill_row(rng: random.Random, tokenizer, seq_len: int, ids: list[int], weights: list[float]):
+def _fill_row(rng: random.Random, tokenizer, seq_len: int, ids: list[int], weights: list[float],
+              doc_weights: dict[str, float] | None = None):
     """Pack whole non-retrieval documents after ``ids`` up to ``seq_len + 1`` tokens, then pad
-    (padding weighted 0)."""
+    (padding weighted 0). ``doc_weights``: the families' probabilities (default the corpus's)."""
     while len(ids) < seq_len + 1:
-        i, w = encode_doc(tokenizer, tw.sample_document(rng, NON_RETRIEVAL))
+        i, w = encode_doc(tokenizer, tw.sample_document(rng, doc_weights or NON_RETRIEVAL))
         room = seq_len + 1 - len(ids)
         if len(i) > room and room < 48:
             break  # pad rather than start a document that would be cut almost at once
@@ -146,16 +152,36 @@ def copy_row(rng: random.Random, tokenizer, seq_len: int):
     return ids + [eos] * pad, weights + [0.0] * pad
 
 
+def recall_row(rng: random.Random, tokenizer, seq_len: int):
+    """Rows of multi-query associative recall documents (``tinyworld.associative_recall``),
+    packed whole; loss on the queried codes only, so the row trains the lookup and nothing else."""
+    ids: list[int] = []
+    weights: list[float] = []
+    while True:
+        i, w = encode_doc(tokenizer, tw.associative_recall(rng))
+        if len(ids) + len(i) > seq_len + 1:
+            break
+        ids += i
+        weights += [x if x > 1.0 else 0.0 for x in w]
+    pad = seq_len + 1 - len(ids)
+    eos = tokenizer.token_to_id(tw.EOS)
+    return ids + [eos] * pad, weights + [0.0] * pad
+
+
 def mixture_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float, p_copy: float,
-                fact_counts: tuple[int, ...] | None):
-    """With ``p_copy`` a copy row, with ``p_retrieval`` a retrieval row (facts from
-    ``fact_counts``), otherwise a row of the other families (the retriever preset's mixture)."""
+                fact_counts: tuple[int, ...] | None, p_recall: float = 0.0,
+                style: str = "has_code", doc_weights: dict[str, float] | None = None):
+    """With ``p_copy`` a copy row, with ``p_recall`` an associative-recall row, with
+    ``p_retrieval`` a retrieval row (facts from ``fact_counts``, worded in ``style``), otherwise
+    a row of the other families drawn with ``doc_weights``."""
     u = rng.random()
     if u < p_copy:
         return copy_row(rng, tokenizer, seq_len)
-    if u < p_copy + p_retrieval:
-        return retrieval_row(rng, tokenizer, seq_len, fact_counts)
-    return build_row(rng, tokenizer, seq_len, 0.0)
+    if u < p_copy + p_recall:
+        return recall_row(rng, tokenizer, seq_len)
+    if u < p_copy + p_recall + p_retrieval:
+        return retrieval_row(rng, tokenizer, seq_len, fact_counts, style, doc_weights)
+    return _fill_row(rng, tokenizer, seq_len, [], [], doc_weights)
 
 
 _WORKER_TOKENIZER = None
@@ -171,8 +197,8 @@ def _worker_init(tokenizer_json: str) -> None:
 def build_batch(args: tuple):
     """The batch for one step, a pure function of (seed, step): resumes see the same data.
 
-    args: (seed, step, batch_size, seq_len, p_retrieval[, p_copy, fact_counts]); with p_copy
-    set, rows come from ``mixture_row``.
+    args: (seed, step, batch_size, seq_len, p_retrieval[, p_copy, fact_counts[, p_recall,
+    style, doc_weights]]); with p_copy set, rows come from ``mixture_row``.
     """
     seed, step, batch_size, seq_len, p_retrieval, *mixture = args
     rows, weights = [], []
@@ -210,6 +236,10 @@ class TrainConfig:
     p_copy: float = 0.0
     fact_counts: tuple[int, ...] | None = None
     data_seed: str | None = None
+    # The main model's mixture: associative-recall rows, the facts' wording, family weights.
+    p_recall: float = 0.0
+    fact_style: str = "has_code"
+    doc_weights: dict[str, float] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -242,6 +272,18 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=8, lr=1e-3, min_lr_ratio=1.0, warmup_steps=30, max_steps=2500,
         p_retrieval=0.45, p_copy=0.3, fact_counts=(1, 1, 1, 2, 2, 3, 4, 5, 6, 8),
         data_seed="needle", eval_every=100, eval_n=24, ckpt_every=100),
+    # The course's main model: 8 layers, width 256 (~6M parameters), grown from tiny-retriever
+    # (scripts/grow_model.py: each layer followed by a copy whose output projections start at
+    # zero, so the grown model computes exactly what tiny-retriever did) and trained on with
+    # associative-recall rows, "code_of" facts among distractors and more QA.
+    "main": TrainConfig(
+        model=dict(hidden_size=256, intermediate_size=688, num_hidden_layers=8,
+                   num_attention_heads=8, num_key_value_heads=4),
+        batch_size=8, lr=1e-3, min_lr_ratio=1.0, warmup_steps=30, max_steps=6000,
+        p_retrieval=0.3, p_copy=0.1, p_recall=0.15, fact_style="code_of",
+        fact_counts=(1, 2, 2, 3, 4, 4, 5, 6, 8),
+        doc_weights={"stories": 0.35, "arithmetic": 0.08, "qa": 0.37, "structured": 0.2},
+        data_seed="main", eval_every=100, eval_n=24, ckpt_every=25),
 }
 
 
@@ -261,75 +303,27 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 # ----------------------------------------------------------------------------- quick evaluation
-@torch.no_grad()
-def greedy_batch(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
-                 stop_ids: set[int]) -> list[list[int]]:
-    """Greedy continuation of several prompts at once, without a cache.
-
-    Prompts are right-padded into one tensor; because attention is causal, the padding after a
-    prompt never influences it, so each step reads the logits at each prompt's own last position.
-    Recomputing everything per step is wasteful on a CPU but cheap on a GPU for short answers.
-    """
-    device = next(model.parameters()).device
-    if device.type == "cpu":  # on a CPU, one prompt at a time with the KV cache is far cheaper
-        return [greedy_cached(model, p, max_new_tokens, stop_ids) for p in prompts]
-    lengths = [len(p) for p in prompts]
-    width = min(max(lengths) + max_new_tokens, model.config.max_position_embeddings)
-    tokens = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        tokens[i, : len(p)] = torch.tensor(p, device=device)
-    cur = torch.tensor(lengths, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    out: list[list[int]] = [[] for _ in prompts]
-    for _ in range(max_new_tokens):
-        if bool(done.all()) or int(cur.max()) >= width:
-            break
-        span = int(cur.max())
-        logits = model(tokens[:, :span]).logits  # (batch, span, vocab)
-        nxt = logits[torch.arange(len(prompts), device=device), cur - 1].argmax(-1)
-        for i in range(len(prompts)):
-            if not done[i]:
-                t = int(nxt[i])
-                out[i].append(t)
-                tokens[i, cur[i]] = t
-                if t in stop_ids:
-                    done[i] = True
-        cur = torch.where(done, cur, cur + 1)
-    return out
-
-
-@torch.no_grad()
-def greedy_cached(model: Transformer, prompt: list[int], max_new_tokens: int,
-                  stop_ids: set[int]) -> list[int]:
-    """Greedy continuation of one prompt with the KV cache, stopping after a stop token."""
-    cache = model.new_cache()
-    room = model.config.max_position_embeddings - len(prompt)
-    logits = model(torch.tensor([prompt]), cache=cache).logits[0, -1]
-    out: list[int] = []
-    for _ in range(min(max_new_tokens, room)):
-        token = int(logits.argmax())
-        out.append(token)
-        if token in stop_ids or len(out) == room:
-            break
-        logits = model(torch.tensor([[token]]), cache=cache).logits[0, -1]
-    return out
-
-
-def quick_eval(model: Transformer, tokenizer, n: int, seed: int = 999) -> dict[str, float]:
-    """Retrieval (seen / held-out keys) and 2-step arithmetic accuracies on fresh documents."""
-    from minidecode.evaluate import encode_prompt
-
+def quick_eval(model: Transformer, tokenizer, n: int, seed: int = 999,
+               style: str = "has_code") -> dict[str, float]:
+    """Retrieval (seen / held-out keys, 2-8 facts), answerable QA and 2-step arithmetic
+    accuracies on fresh documents, greedy."""
     rng = random.Random(seed)
     model.eval()
     eos = tokenizer.token_to_id(tw.EOS)
     newline = {i for t, i in tokenizer.get_vocab().items() if "Ċ" in t} | {eos}
     result: dict[str, float] = {}
     for split, keys in (("seen", tw.TRAIN_KEYS), ("heldout", tw.HELD_OUT_KEYS)):
-        docs = [tw.retrieval(rng, n_filler=rng.randint(2, 36), keys=keys) for _ in range(n)]
+        docs = [tw.retrieval(rng, n_filler=rng.randint(2, 36), keys=keys, style=style)
+                for _ in range(n)]
         outs = greedy_batch(model, [encode_prompt(tokenizer, d.truth["prompt"]) for d in docs],
                             3, newline)
         hits = [tokenizer.decode(o).strip().startswith(d.truth["code"]) for o, d in zip(outs, docs)]
         result[f"retrieval_{split}"] = float(np.mean(hits))
+    qa_docs = [tw.qa(rng, answerable=True) for _ in range(n)]
+    outs = greedy_batch(model, [encode_prompt(tokenizer, d.truth["prompt"]) for d in qa_docs],
+                        8, newline)
+    result["qa"] = float(np.mean([d.truth["place"] in tokenizer.decode(o).split("\n")[0]
+                                  for o, d in zip(outs, qa_docs)]))
     problems = [tw.arithmetic_problem(rng, n_steps=2) for _ in range(n)]
     for mode in ("trigger", "greedy"):
         prompts = [encode_prompt(tokenizer, tw.arithmetic_prompt(p, trigger=mode == "trigger"))
@@ -418,7 +412,7 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters on {dev}")
     metrics_path = out / "metrics.csv"
     fields = ["step", "tokens", "elapsed_s", "loss", "lr", "retrieval_seen", "retrieval_heldout",
-              "arith2_trigger", "arith2_greedy", "direct_share"]
+              "qa", "arith2_trigger", "arith2_greedy", "direct_share"]
     if not metrics_path.exists():
         with metrics_path.open("w", newline="") as f:
             csv.writer(f).writerow(fields)
@@ -426,6 +420,8 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
     tok_json = tokenizer.to_str()
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     mixture = (cfg.p_copy, cfg.fact_counts) if cfg.p_copy > 0 or cfg.fact_counts else ()
+    if cfg.p_recall > 0 or cfg.fact_style != "has_code" or cfg.doc_weights:
+        mixture = (cfg.p_copy, cfg.fact_counts, cfg.p_recall, cfg.fact_style, cfg.doc_weights)
     jobs = ((data_seed, s, cfg.batch_size, cfg.seq_len, cfg.p_retrieval, *mixture)
             for s in range(step, 10**9))
     if num_workers > 0:
@@ -476,7 +472,7 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
             bar.total = cfg.max_steps
             log(f"{per_step * 1000:.1f} ms/step -> max_steps {cfg.max_steps}")
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            scores = quick_eval(model, tokenizer, cfg.eval_n)
+            scores = quick_eval(model, tokenizer, cfg.eval_n, style=cfg.fact_style)
             row = {"step": step, "tokens": step * cfg.batch_size * cfg.seq_len,
                    "elapsed_s": round(time.time() - t0, 1),
                    "loss": round(run_loss / max(run_n, 1), 4), "lr": lr_at(step, cfg), **scores}
@@ -510,7 +506,7 @@ def load_or_train_tokenizer(path: Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minidecode.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m minidecode.tinyworld.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
@@ -535,7 +531,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, time_budget_s=args.time_budget)
     tok_path = args.tokenizer
     if tok_path is None:
-        shipped = Path(__file__).parent / "models" / "tiny-target" / "tokenizer.json"
+        shipped = Path(__file__).parents[1] / "models" / "tiny-target" / "tokenizer.json"
         tok_path = shipped if shipped.exists() else args.out / "tokenizer.json"
     tokenizer = load_or_train_tokenizer(tok_path)
     if not (args.out / "tokenizer.json").exists():

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import torch
 from hypothesis import strategies as st
 
-from minidecode.cache_policies.infinipot import catalyst_scores, infinipot_keep, novelty_scores
-from minidecode.grading import Case, exercise
+from minidecode.cache_policies.cap_nuc import catalyst_scores, infinipot_keep, novelty_scores
+from minidecode.course.grading import Case, exercise
 from minidecode.infinipot import context_reset_positions
 
 

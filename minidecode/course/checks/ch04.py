@@ -9,7 +9,7 @@ import torch
 from hypothesis import strategies as st
 
 from minidecode.cot import answer_delta, last_number_span
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 
 
 # 04.1 random cases: a path of 1..8 positions over 2..12 tokens and an answer span inside it.

@@ -1,9 +1,9 @@
 """Graded exercises: ``check()`` inside a notebook, ``grade`` on the command line.
 
-Each chapter's exercises live in ``minidecode/checks/chNN.py``: one ``@exercise(...)``-decorated
+Each chapter's exercises live in ``minidecode/course/checks/chNN.py``: one ``@exercise(...)``-decorated
 function per exercise, which yields seeded :class:`Case` objects, plus an optional hypothesis
 strategy for random cases. The reference implementation is the package's own function (chapter 00
-uses :func:`minidecode.tour.softmax_with_temperature`), so the check compares the student's function
+uses :func:`minidecode.course.tour.softmax_with_temperature`), so the check compares the student's function
 with the one the course ships, case by case:
 
     >>> check("00.1", softmax_with_temperature)
@@ -144,8 +144,8 @@ def exercise(
 
 
 def exercises_for_chapter(chapter: str) -> dict[str, Exercise]:
-    """All exercises of chapter ``"NN"``, found in ``minidecode.checks.chNN``, in id order."""
-    module_name = f"minidecode.checks.ch{chapter}"
+    """All exercises of chapter ``"NN"``, found in ``minidecode.course.checks.chNN``, in id order."""
+    module_name = f"minidecode.course.checks.ch{chapter}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -598,7 +598,7 @@ def grade_notebook(
         results_path = Path(scratch) / "results.json"
         student_cells = len(nb.cells)
         nb.cells.append(nbformat.v4.new_code_cell(
-            "import minidecode.grading as _minidecode_grading\n"
+            "import minidecode.course.grading as _minidecode_grading\n"
             f"_minidecode_grading._grade_namespace({chapter!r}, globals(), {str(results_path)!r})\n"
         ))
         client = NotebookClient(
@@ -669,7 +669,7 @@ def _kernel_environment() -> dict[str, str]:
     """This process's environment; from a source checkout, with the checkout on PYTHONPATH so the
     kernel grades with the very minidecode that runs the grader."""
     env = dict(os.environ)
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
     return env

@@ -10,7 +10,7 @@ import torch
 from hypothesis import strategies as st
 
 from minidecode import temperature
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 
 _entropies = st.lists(st.floats(min_value=0.0, max_value=8.0, width=32), min_size=1,
                       max_size=6).map(lambda values: torch.tensor(values, dtype=torch.float32))

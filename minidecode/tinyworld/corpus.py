@@ -30,6 +30,7 @@ import random
 from dataclasses import dataclass, field
 
 EOS = "<|endoftext|>"
+HELD_OUT_SEED = 20261123  # training rows are seeded by strings "seed-step-row"; never this int
 TRIGGER = "Let's think step by step."
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -155,18 +156,41 @@ def filler_sentences(rng: random.Random, n: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- retrieval
-def fact_sentence(key: str, code: str) -> str:
+FACT_STYLES = ("has_code", "code_of")
+"""How a retrieval fact is worded (``style`` below):
+
+- ``"has_code"``: "The green box has code 4521." asked "Q: What code does the green box have?"
+  and answered "A: The green box has code 4521." The token right before the code is "code" in
+  every fact, so the lookup must match the key three tokens back (the shipped models' format).
+- ``"code_of"``: "The code of the green box is 4521." asked "Q: What is the code of the green
+  box?" and answered "A: The code of the green box is 4521." The key's last word comes right
+  before "is", so "find where 'box is' occurred and copy what followed" is one induction step
+  (Olsson et al. 2022); small models learn it in a few hundred thousand tokens.
+"""
+
+
+def _check_style(style: str) -> None:
+    if style not in FACT_STYLES:
+        raise ValueError(f"style must be one of {FACT_STYLES}, got {style!r}")
+
+
+def fact_sentence(key: str, code: str, style: str = "has_code") -> str:
+    _check_style(style)
+    if style == "code_of":
+        return f"The code of the {key} is {code}."
     return f"The {key} has code {code}."
 
 
-def retrieval_question(key: str) -> str:
+def retrieval_question(key: str, style: str = "has_code") -> str:
     """The prompt up to the point where the code must be produced.
 
     The answer restates the key right before the code, so the last tokens before the answer are
-    the key itself; its only earlier occurrence followed by "has code" is the fact (the question
-    says "have"), which makes the lookup learnable (CALIBRATION.md: the nearest earlier occurrence
-    of the key must be the fact, not the question).
+    the key itself; its only earlier occurrence followed by the same words is the fact (the
+    question is worded differently), so the nearest earlier match is the fact, not the question.
     """
+    _check_style(style)
+    if style == "code_of":
+        return f"Q: What is the code of the {key}?\nA: The code of the {key} is"
     return f"Q: What code does the {key} have?\nA: The {key} has code"
 
 
@@ -203,12 +227,13 @@ def retrieval(
     needle_depth: float | None = None,
     keys: list[str] | None = None,
     n_questions: int | None = None,
+    style: str = "has_code",
 ) -> Doc:
     """Facts "The <key> has code <dddd>." stated once among filler, then questions about them.
 
     ``needle_depth`` in [0, 1] places the first-asked fact (the needle) at that fraction of the
     filler; the other facts (distractors) go anywhere. ``truth`` holds the needle's key, code,
-    depth, and the prompt text up to "has code" for evaluation.
+    depth, and the prompt text up to the code for evaluation. ``style``: see :data:`FACT_STYLES`.
     """
     keys = TRAIN_KEYS if keys is None else keys
     n_filler = rng.randint(2, 40) if n_filler is None else n_filler
@@ -224,14 +249,14 @@ def retrieval(
     # Insert from the back so earlier slot indices stay valid; ties keep the needle first.
     sentences = list(filler)
     for i in sorted(range(n_facts), key=lambda i: (slots[i], -i), reverse=True):
-        sentences.insert(slots[i], fact_sentence(chosen[i], codes[i]))
+        sentences.insert(slots[i], fact_sentence(chosen[i], codes[i], style))
     asked = [0] + rng.sample(range(1, n_facts), n_questions - 1)
     w = _Writer()
     w.add(" ".join(sentences))
     w.add("\n")
     prompt = None
     for i in asked:
-        q = "\n" + retrieval_question(chosen[i])
+        q = "\n" + retrieval_question(chosen[i], style)
         if prompt is None:
             prompt = w.text() + q
         w.add(q)
@@ -240,6 +265,30 @@ def retrieval(
     truth = {"key": chosen[0], "code": codes[0], "depth": depth, "prompt": prompt,
              "n_facts": n_facts}
     return Doc("retrieval", w.text(), w.spans, truth)
+
+
+def associative_recall(rng: random.Random, n_pairs: int | None = None,
+                       n_queries: int | None = None, keys: list[str] | None = None) -> Doc:
+    """Multi-query associative recall (MQAR; Arora et al. 2023, "Zoology", arXiv:2312.04927).
+
+    "the green box is 4521. the red door is 1187. ..." then, after a newline, several of the same
+    keys again, each to be completed with its code. The key's last word sits right before "is",
+    the code right after it: the lookup that ``style="code_of"`` retrieval documents need,
+    trained without filler. Answer spans are the queried codes.
+    """
+    keys = TRAIN_KEYS if keys is None else keys
+    n_pairs = rng.randint(4, 10) if n_pairs is None else n_pairs
+    chosen = distinct_keys(rng, keys, n_pairs)
+    codes = {key: random_code(rng) for key in chosen}
+    n_queries = rng.randint(2, len(chosen)) if n_queries is None else min(n_queries, len(chosen))
+    w = _Writer()
+    w.add(" ".join(f"the {key} is {codes[key]}." for key in chosen) + "\n")
+    for j, key in enumerate(rng.sample(chosen, n_queries)):
+        w.add(("" if j == 0 else " ") + f"the {key} is")
+        w.add(f" {codes[key]}", answer=True)
+        w.add(".")
+    w.add("\n")
+    return Doc("associative_recall", w.text(), w.spans, {"codes": codes})
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -415,6 +464,11 @@ def sample_document(rng: random.Random, weights: dict[str, float] | None = None)
     weights = DOC_WEIGHTS if weights is None else weights
     family = rng.choices(list(weights), weights=list(weights.values()))[0]
     return GENERATORS[family](rng)
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of ``<|endoftext|>`` + ``text``: every training document starts that way."""
+    return [tokenizer.token_to_id(EOS), *tokenizer.encode(text).ids]
 
 
 def corpus(seed: int, n_docs: int) -> list[Doc]:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import strategies as st
 
 from minidecode import sampling
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 
 INF = float("inf")
 

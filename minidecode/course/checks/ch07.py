@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from hypothesis import strategies as st
 
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 from minidecode.prompt_lookup import find_candidate_tokens
 from minidecode.speculative import accepted_prefix_length, verify_position
 

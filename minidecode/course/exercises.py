@@ -23,8 +23,8 @@ reproducible and ``build --check`` can compare it exactly.
 
 Usage::
 
-    python -m minidecode.exercises build           # write exercises/*.ipynb
-    python -m minidecode.exercises build --check   # only compare; exit 1 on any difference
+    python -m minidecode.course.exercises build           # write exercises/*.ipynb
+    python -m minidecode.course.exercises build --check   # only compare; exit 1 on any difference
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def exercise_notebook(solution: dict[str, Any], *, generated_from: str = "") -> 
     if generated_from:
         metadata["minidecode"] = {
             "generated_from": generated_from,
-            "generator": "python -m minidecode.exercises build",
+            "generator": "python -m minidecode.course.exercises build",
         }
     return notebook
 
@@ -173,7 +173,7 @@ def _split_lines(text: str) -> list[str]:
 
 
 def _default_root() -> Path:
-    package_parent = Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parents[2]
     if (package_parent / "solutions").is_dir():
         return package_parent
     return Path.cwd()
@@ -181,7 +181,7 @@ def _default_root() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m minidecode.exercises",
+        prog="python -m minidecode.course.exercises",
         description="Generate exercises/ from solutions/ (nbgrader markers).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr if args.check else sys.stdout)
     if args.check:
         if problems:
-            print("exercises: out of date; run `python -m minidecode.exercises build`",
+            print("exercises: out of date; run `python -m minidecode.course.exercises build`",
                   file=sys.stderr)
             return 1
         print(f"exercises: {exercises_dir} matches {solutions_dir}")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from hypothesis import strategies as st
 
-from minidecode.grading import Case, exercise
+from minidecode.course.grading import Case, exercise
 from minidecode.semantic_uncertainty import auroc, cluster_greedy, discrete_semantic_entropy
 
 # 06.1 random cases: 2..12 samples falling into up to 6 clusters.
