@@ -124,6 +124,22 @@ class KVCache:
         other.next_position = self.next_position
         return other
 
+    def repeat_batch(self, times: int) -> KVCache:
+        """A copy with every batch row repeated ``times`` times: (batch, ...) -> (batch * times,
+        ...), row b becoming rows b * times .. b * times + times - 1 (``repeat_interleave``).
+
+        CoT decoding prefills the prompt once and then runs its k branches over ``repeat_batch(k)``.
+        """
+        _check_times(times)
+        other = KVCache(self.fingerprint)
+        for name in ("keys", "values", "positions", "token_index"):
+            repeated = [None if t is None else t.repeat_interleave(times, dim=0)
+                        for t in getattr(self, name)]
+            setattr(other, name, repeated)
+        other.seen_tokens = self.seen_tokens
+        other.next_position = self.next_position
+        return other
+
     def __repr__(self) -> str:
         lengths = [self.layer_length(i) for i in range(self.num_layers)]
         return (f"KVCache(layers={self.num_layers}, kv_heads={self.fingerprint.num_kv_heads}, "
@@ -246,3 +262,9 @@ class KVCache:
     def _recompute_next_position(self) -> None:
         maxima = [int(p.max()) for p in self.positions if p is not None and p.numel()]
         self.next_position = max(maxima) + 1 if maxima else 0
+
+
+def _check_times(times: object) -> None:
+    """``repeat_batch``'s argument: an int >= 1 (shared with ``hf_adapter.HFCache``)."""
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise ValueError(f"times must be an int >= 1, got {times!r}")

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidecode.cache import _check_times
 from minidecode.interfaces import Cache, LanguageModel, ModelOutput  # noqa: F401 (re-export)
 
 
@@ -63,6 +64,14 @@ class HFCache:
 
     def clone(self) -> HFCache:
         return HFCache(copy.deepcopy(self.past_key_values), self.config_id)
+
+    def repeat_batch(self, times: int) -> HFCache:
+        """A copy with every batch row repeated ``times`` times (``repeat_interleave``), as
+        ``KVCache.repeat_batch``; transformers' own ``batch_repeat_interleave`` does the work."""
+        _check_times(times)
+        past = copy.deepcopy(self.past_key_values)
+        past.batch_repeat_interleave(times)  # in place, on every layer's keys and values
+        return HFCache(past, self.config_id)
 
     def __repr__(self) -> str:
         return f"HFCache(seen_tokens={self.seen_tokens})"
