@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 from typing import Any
 
 import torch
@@ -84,6 +85,9 @@ class HFModel:
         self.model = hf_model.eval()
         self.config = hf_model.config
         self._config_id = _config_id(hf_model)
+        # transformers renamed forward's ``past_key_values`` to ``cache`` (the old name warns).
+        parameters = inspect.signature(hf_model.forward).parameters
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> HFModel:
@@ -103,6 +107,10 @@ class HFModel:
             past = DynamicCache(config=self.config)
         except TypeError:  # transformers < 4.56 takes no config
             past = DynamicCache()
+        if hasattr(past, "activate_past_recording"):
+            # Sliding-window layers (Mistral, Gemma 2/3) otherwise drop what leaves the window
+            # and then cannot crop: recording keeps it until the next crop (speculative rollback).
+            past.activate_past_recording()
         return HFCache(past, self._config_id)
 
     def __call__(self, input_ids: Tensor, cache: HFCache | None = None) -> ModelOutput:
@@ -125,6 +133,6 @@ class HFModel:
             if cache.config_id != self._config_id:
                 raise ValueError(f"cache was built for another model (config id {cache.config_id}"
                                  f", this model's is {self._config_id})")
-            out = self.model(input_ids=input_ids, past_key_values=cache.past_key_values,
-                             use_cache=True)
+            out = self.model(input_ids=input_ids, use_cache=True,
+                             **{self._cache_argument: cache.past_key_values})
         return ModelOutput(logits=out.logits.float(), cache=cache)
