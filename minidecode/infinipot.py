@@ -1,8 +1,8 @@
 """Reading a document of any length with a cache of fixed size: InfiniPot's Continual Context
 Distillation, and the same reader for the baselines in :mod:`minidecode.cache_policies`.
 
-Kim, Kim, Lee, Lee, Yoo (2024), "InfiniPot: Infinite Context Processing on Memory-Constrained LLMs",
-EMNLP 2024, arXiv:2410.01518.
+Kim, Shim, Choi, Chang (2024), "InfiniPot: Infinite Context Processing on Memory-Constrained
+LLMs", EMNLP 2024, arXiv:2410.01518.
 
 **Continual Context Distillation (CCD).** Read the input in chunks into a *pot* of ``pot_size`` (M)
 cache entries. Whenever the next chunk would overflow the pot, *distil* it: a cache policy scores
@@ -149,21 +149,32 @@ def read_document(model: Transformer, input_ids: Tensor, policy: CachePolicy | N
         result.peak_entries = max(result.peak_entries, cache.length)
         result.peak_bytes = max(result.peak_bytes, cache.nbytes())
         result.trace.append((start + chunk.shape[1], cache.length))
-        log_probs = F.log_softmax(out.logits.float(), dim=-1)           # (batch, chunk, vocab)
-        predicted = torch.cat([prev_logits[:, None], log_probs[:, :-1]], dim=1) \
-            if prev_logits is not None else log_probs[:, :-1]
-        targets = chunk if prev_logits is not None else chunk[:, 1:]
-        first = start if prev_logits is not None else start + 1
-        nll = -predicted.gather(-1, targets[..., None])[..., 0]         # (batch, chunk)
-        token_nll[:, first:start + chunk.shape[1]] = nll
-        prev_logits = log_probs[:, -1]
+        token_nll[:, start:start + chunk.shape[1]] = chunk_novelty(prev_logits, out.logits, chunk)
+        prev_logits = out.logits[:, -1]
         observation = Observation(attentions=out.attentions,
                                   token_nll=token_nll[:, :start + chunk.shape[1]])
         if policy is not None:
             policy.observe(cache, observation)
-    result.next_logits = prev_logits
+    result.next_logits = F.log_softmax(prev_logits.float(), dim=-1)
     result.token_nll = token_nll
     return result
+
+
+def chunk_novelty(prev_logits: Tensor | None, logits: Tensor, chunk: Tensor) -> Tensor:
+    """NuC of a chunk's tokens with :func:`novelty_scores`, continued across chunks.
+
+    prev_logits: (batch, vocab) the last logits of the previous chunk, which predict the chunk's
+    first token (None for the first chunk: its first token gets 0); logits: (batch, chunk, vocab)
+    the model's outputs on chunk (batch, chunk). Returns (batch, chunk):
+    -log softmax(logits[t - 1])[chunk[t]], with logits[-1] = prev_logits.
+    """
+    if prev_logits is None and chunk.shape[1] == 1:   # novelty_scores of one token is empty
+        return torch.zeros(chunk.shape)
+    if prev_logits is None:
+        return novelty_scores(logits, chunk)
+    logits = torch.cat([prev_logits[:, None], logits], dim=1)            # (batch, 1 + chunk, V)
+    ids = torch.cat([chunk[:, :1], chunk], dim=1)      # a placeholder first: scored 0, dropped
+    return novelty_scores(logits, ids)[:, 1:]
 
 
 def _distil(model, cache: KVCache, policy: CachePolicy, pot_size: int, keep_size: int,

@@ -19,6 +19,7 @@ from minidecode.cache_policies import (
     StreamingLLM,
 )
 from minidecode.cache_policies.base import top_entries
+from minidecode.cache_policies.cap_nuc import catalyst_scores, infinipot_keep, novelty_scores
 from minidecode.infinipot import answer_after_reading, extend_positions, read_document
 from minidecode.model import ModelConfig, Transformer
 
@@ -63,7 +64,14 @@ def test_a_budget_as_large_as_the_input_equals_the_uncompressed_model(policy):
     torch.testing.assert_close(result.next_logits, full, atol=1e-5, rtol=0)
 
 
-def test_token_nll_of_the_reader_is_the_models_nll():
+def nuc_of(ids: torch.Tensor) -> torch.Tensor:
+    """NuC of every token of ids (1, length) by the exercise function, in one uncompressed pass."""
+    with torch.no_grad():
+        return novelty_scores(MODEL(ids).logits, ids)                   # (1, length)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 9, 40])
+def test_the_readers_nuc_is_novelty_scores_over_the_whole_document(chunk_size):
     ids = tokens(50)
     seen = {}
 
@@ -71,10 +79,9 @@ def test_token_nll_of_the_reader_is_the_models_nll():
         def observe(self, cache, observation):
             seen["nll"] = observation.token_nll.clone()
 
-    read_document(MODEL, ids, Spy(), pot_size=100, keep_size=60, chunk_size=9)
-    log_probs = F.log_softmax(MODEL(ids).logits, dim=-1)[0, :-1]
-    expected = -log_probs.gather(-1, ids[0, 1:, None])[:, 0]
-    torch.testing.assert_close(seen["nll"][0, 1:], expected, atol=1e-5, rtol=0)
+    result = read_document(MODEL, ids, Spy(), pot_size=100, keep_size=60, chunk_size=chunk_size)
+    torch.testing.assert_close(seen["nll"], nuc_of(ids), atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.token_nll, nuc_of(ids), atol=1e-5, rtol=0)
     assert seen["nll"][0, 0] == 0
 
 
@@ -160,10 +167,32 @@ def test_policies_that_score_by_attention_keep_different_tokens_per_kv_head():
     assert not bool((heads[0] == heads[1]).all())
 
 
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_snapkv_pools_the_windows_votes_as_the_papers_code(pooling):
+    """Votes of the last `window` queries on the entries before the window, pooled over 3
+    neighbours with zero padding counted in the average; the window itself always kept."""
+    ids = tokens(30)
+    cache = MODEL.new_cache()
+    attentions = MODEL(ids, cache=cache, output_attentions=True).attentions
+    policy = SnapKV(window=4, kernel=3, pooling=pooling)
+    scores = policy.score(MODEL, cache, 1, Observation(attentions=attentions))
+    votes = attentions[1][0, :, -4:, :26].sum(dim=1).reshape(2, 2, 26).sum(1)   # (kv, 26)
+    padded = F.pad(votes, (1, 1))                                       # zeros at both ends
+    windows = torch.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]])      # (3, kv, 26)
+    expected = windows.mean(0) if pooling == "avg" else windows.amax(0)
+    torch.testing.assert_close(scores[0, :, :26], expected)
+    assert bool(torch.isinf(scores[0, :, 26:]).all())
+
+
+def test_snapkv_averages_by_default_and_refuses_an_unknown_pooling():
+    assert SnapKV().pooling == "avg"
+    with pytest.raises(ValueError, match="pooling"):
+        SnapKV(pooling="mean")
+
+
 def test_sirllm_and_nuc_only_infinipot_keep_the_most_surprising_tokens():
     ids = tokens(45)
-    log_probs = F.log_softmax(MODEL(ids).logits, dim=-1)[0, :-1]
-    nll = -log_probs.gather(-1, ids[0, 1:, None])[:, 0]
+    nll = nuc_of(ids)[0, 1:]                                           # tokens 1..44
     # one distillation happens before the last chunk (tokens 40..44): pot 44, keep 20
     policy = InfiniPot(catalyst_ids=CATALYST, use_cap=False)
     result = read_document(MODEL, ids, policy, pot_size=44, keep_size=20, chunk_size=10)
@@ -197,8 +226,7 @@ def test_infinipot_alpha_splits_the_budget_between_nuc_and_cap():
     ids = tokens(45)
     policy = InfiniPot(catalyst_ids=CATALYST, alpha=0.5)
     result = read_document(MODEL, ids, policy, pot_size=44, keep_size=20, chunk_size=10)
-    log_probs = F.log_softmax(MODEL(ids).logits, dim=-1)[0, :-1]
-    nll = -log_probs.gather(-1, ids[0, 1:, None])[:, 0]
+    nll = nuc_of(ids)[0, 1:]
     top_nuc = set((nll[:39].topk(10).indices + 1).tolist())
     for head in range(2):
         kept = {t for t in result.cache.token_index[0][0, head].tolist() if t < 40}
@@ -251,20 +279,41 @@ def test_a_policy_that_needs_attention_weights_refuses_a_model_without_them():
         read_document(Opaque(), tokens(10), H2O(), pot_size=32, keep_size=16, chunk_size=8)
 
 
-@settings(max_examples=25, deadline=None)
-@given(length=st.integers(2, 40), data=st.data())
-def test_the_policys_keep_set_is_the_papers_rule(length, data):
-    from minidecode.infinipot import infinipot_keep
+@pytest.mark.parametrize("keep, alpha, use_cap, use_nuc", [
+    (10, 0.5, True, True), (7, 0.25, True, True), (12, 0.0, True, True), (9, 1.0, True, True),
+    (10, 0.5, False, True), (10, 0.5, True, False), (1, 0.5, True, True), (39, 0.5, True, True),
+])
+def test_infinipot_keeps_what_the_exercise_functions_choose(keep, alpha, use_cap, use_nuc):
+    """The real policy (prepare + score + the shared compress) keeps exactly
+    infinipot_keep(NuC by novelty_scores, CaP by catalyst_scores), computed here independently."""
+    ids = tokens(40, seed=keep)
+    cache = MODEL.new_cache()
+    MODEL(ids, cache=cache)
+    probe = cache.clone()
+    catalyst = MODEL(torch.tensor([CATALYST]), cache=probe, output_attentions=True).attentions
+    observation = Observation(token_nll=nuc_of(ids))
+    policy = InfiniPot(catalyst_ids=CATALYST, alpha=alpha, use_cap=use_cap, use_nuc=use_nuc)
+    policy.compress(MODEL, cache, keep, observation)
+    share = alpha if use_cap and use_nuc else float(use_nuc)
+    for layer in range(MODEL.config.num_hidden_layers):
+        cap = catalyst_scores(catalyst[layer], 40, 2) if use_cap else torch.zeros(1, 2, 40)
+        nuc = nuc_of(ids)[:, None].expand(1, 2, 40) if use_nuc else torch.zeros(1, 2, 40)
+        expected = infinipot_keep(nuc, cap, keep, share)                 # entry = token index
+        assert torch.equal(cache.token_index[layer], expected), (layer, keep, alpha)
 
-    keep = data.draw(st.integers(1, length))
-    alpha = data.draw(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]))
-    generator = torch.Generator().manual_seed(length)
-    nuc, cap = torch.rand(2, 1, 2, length, generator=generator)
-    index = torch.arange(length).expand(1, 2, length)
-    n_nuc = round(alpha * keep)
-    # what InfiniPot.score returns: CaP, with the NuC picks raised to +inf
-    scores = cap.scatter(-1, nuc.topk(n_nuc, dim=-1).indices, torch.inf)
-    assert torch.equal(top_entries(scores, index, keep), infinipot_keep(nuc, cap, keep, alpha))
+
+def test_infinipot_score_marks_the_keep_set_and_top_entries_returns_it():
+    ids = tokens(30)
+    cache = MODEL.new_cache()
+    MODEL(ids, cache=cache)
+    policy = InfiniPot(catalyst_ids=CATALYST, alpha=0.5)
+    observation = Observation(token_nll=nuc_of(ids))
+    policy.prepare(MODEL, cache, 8, observation)
+    scores = policy.score(MODEL, cache, 0, observation)                # (1, 2, 30)
+    assert set(scores.unique().tolist()) == {0.0, 1.0}
+    assert scores.sum(dim=-1).tolist() == [[8.0, 8.0]]
+    kept = infinipot_keep(policy.nuc(cache, 0, observation), policy._cap[0], 8, 0.5)
+    assert torch.equal(top_entries(scores, cache.token_index[0], 8), kept)
 
 
 def test_context_reset_positions_are_ranks_in_stream_order():
@@ -283,8 +332,8 @@ def test_infinipot_finds_the_needle_at_8x_the_context_where_streamingllm_and_ran
     import minidecode
     from minidecode import tinyworld as tw
     from minidecode.cache_policies import CachePolicy
-    from minidecode.tinyworld.evaluate import HELD_OUT_SEED
     from minidecode.infinipot import needle_example, needle_found, needle_kept
+    from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 
     class RandomChoice(CachePolicy):
         def __init__(self, seed: int):

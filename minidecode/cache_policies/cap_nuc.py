@@ -1,7 +1,7 @@
 """InfiniPot's compression policy: Catalyst Prompt (CaP) and Novelty under Compression (NuC).
 
-Kim, Kim, Lee, Lee, Yoo (2024), "InfiniPot: Infinite Context Processing on Memory-Constrained LLMs",
-EMNLP 2024, arXiv:2410.01518. When the pot is full, two scores say what to keep:
+Kim, Shim, Choi, Chang (2024), "InfiniPot: Infinite Context Processing on Memory-Constrained
+LLMs", EMNLP 2024, arXiv:2410.01518. When the pot is full, two scores say what to keep:
 
 - **CaP** (catalyst prompt): append a short prompt after the cached context, run it, and read how
   much attention its queries give each cached entry, per KV head (summed over the catalyst's
@@ -18,7 +18,9 @@ EMNLP 2024, arXiv:2410.01518. When the pot is full, two scores say what to keep:
   predict is new information; one it predicted is redundant.
 
 Combination (the paper's): first the ``alpha * keep`` entries with the highest NuC, then the rest
-of the budget per KV head by CaP among the entries not yet chosen.
+of the budget per KV head by CaP among the entries not yet chosen. That rule is one function,
+:func:`infinipot_keep` (exercise 09.3), and :class:`InfiniPot` runs exactly it; NuC is
+:func:`novelty_scores` (exercise 09.1), which the reader calls on every chunk it reads.
 
 The positions of the kept entries are then reset (Context-Reset RoPE); that is the reader's job,
 see :func:`minidecode.infinipot.reset_positions`.
@@ -75,7 +77,12 @@ def infinipot_keep(nuc: Tensor, cap: Tensor, keep: int, alpha: float) -> Tensor:
 @dataclass
 class InfiniPot(CachePolicy):
     """catalyst_ids: the catalyst prompt's token ids (1-d, non-empty) when ``use_cap``;
-    alpha: share of the budget chosen by NuC, in [0, 1] (0 = CaP only, 1 = NuC only)."""
+    alpha: share of the budget chosen by NuC, in [0, 1] (0 = CaP only, 1 = NuC only).
+
+    ``use_cap=False`` is ``alpha = 1`` without the catalyst pass, ``use_nuc=False`` is
+    ``alpha = 0``. The keep set is :func:`infinipot_keep` itself; ``score`` marks it (1 = kept,
+    0 = dropped) so that the shared ``compress`` keeps exactly those entries.
+    """
 
     catalyst_ids: list[int] = field(default_factory=list)
     alpha: float = 0.5
@@ -83,7 +90,7 @@ class InfiniPot(CachePolicy):
     use_nuc: bool = True
     name: str = "InfiniPot"
     _cap: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
-    _n_nuc: int = field(default=0, init=False, repr=False)
+    _keep: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.alpha) <= 1.0:
@@ -101,11 +108,17 @@ class InfiniPot(CachePolicy):
     def reserve(self) -> int:
         return len(self.catalyst_ids) if self.use_cap else 0
 
+    @property
+    def nuc_share(self) -> float:
+        """The alpha actually used: ``alpha`` with both scores, 1 with NuC only, 0 with CaP only."""
+        if self.use_cap and self.use_nuc:
+            return float(self.alpha)
+        return 1.0 if self.use_nuc else 0.0
+
     def prepare(self, model, cache: KVCache, keep: int, observation: Observation) -> None:
         """Run the catalyst prompt over the cache, read its attention, then remove its entries."""
         self.peak_entries = cache.length
-        alpha = self.alpha if (self.use_cap and self.use_nuc) else (1.0 if self.use_nuc else 0.0)
-        self._n_nuc = round(alpha * keep)
+        self._keep = keep
         self._cap = {}
         if not self.use_cap:
             return
@@ -119,17 +132,17 @@ class InfiniPot(CachePolicy):
         cache.crop(length)  # the probe leaves no trace
 
     def nuc(self, cache: KVCache, layer: int, observation: Observation) -> Tensor:
-        """(batch, kv, length) NLL of the token each entry holds."""
+        """(batch, kv, length) NLL of the token each entry holds (``observation.token_nll``, which
+        the reader fills with :func:`novelty_scores`)."""
         token_index = cache.token_index[layer]
         nll = observation.token_nll[:, None, :].expand(*token_index.shape[:2], -1)
         return nll.gather(-1, token_index)
 
     def score(self, model, cache: KVCache, layer: int, observation: Observation) -> Tensor:
-        token_index = cache.token_index[layer]
-        cap = self._cap[layer] if self.use_cap else torch.zeros(token_index.shape)
-        if self._n_nuc == 0:
-            return cap
-        nuc = self.nuc(cache, layer, observation)
-        novel = nuc.topk(min(self._n_nuc, nuc.shape[-1]), dim=-1).indices
-        # The NuC picks outrank everything; CaP orders the rest.
-        return cap.scatter(-1, novel, torch.inf)
+        """1 for the entries :func:`infinipot_keep` keeps (``keep`` from ``prepare``), else 0."""
+        token_index = cache.token_index[layer]                           # (batch, kv, length)
+        zeros = torch.zeros(token_index.shape, device=token_index.device)
+        cap = self._cap[layer] if self.use_cap else zeros
+        nuc = self.nuc(cache, layer, observation) if self.use_nuc else zeros
+        kept = infinipot_keep(nuc, cap, self._keep, self.nuc_share)      # (batch, kv, keep)
+        return zeros.scatter(-1, kept, 1.0)

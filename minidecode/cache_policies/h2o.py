@@ -9,6 +9,18 @@ every query that has read it (summed over the query heads sharing the KV head):
 
 Old entries have been read by more queries, so the score favours them; the recent window is what
 stops the policy from dropping the tokens the next words depend on.
+
+Where this departs from the paper's code and from NVIDIA kvpress:
+
+- The paper evicts one entry per generated token, with a budget split between heavy hitters and
+  recent tokens; here the reader drops many entries at each distillation, and the recent window
+  is a fixed ``n_recent`` tokens.
+- kvpress's closest press, ``ObservedAttentionPress``, divides each entry's sum by the number of
+  queries that could read it (its *average* attention), averages over the group's query heads,
+  has no recent window, and sees only the prompt's queries. Dividing removes the bias towards old
+  entries, so the two keep different sets, the more so the harder the compression (on the
+  course's model, Jaccard 0.84 keeping 3/4 of the entries, 0.53 keeping 1/4;
+  ``benchmarks/RESULTS.md``, "Chapter 9: parity with kvpress").
 """
 
 from __future__ import annotations

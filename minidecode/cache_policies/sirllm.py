@@ -7,7 +7,10 @@ name) carries much. The start tokens and a recent window are always kept:
 
     score(j) = -log p(x_j | x_<j),     sinks and the n_recent newest: +inf
 
-(SirLLM also decays the stored scores over time; this version leaves that out.)
+Where this departs from the paper's code: SirLLM multiplies the stored scores by a decay ratio
+(<= 1) after each round of dialogue, so that old surprising tokens gradually give way to new ones;
+this version omits the decay (a ratio of 1) and scores each entry by the NLL it had when read.
+NVIDIA kvpress has no SirLLM press to compare with.
 """
 
 from __future__ import annotations

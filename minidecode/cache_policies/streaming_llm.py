@@ -7,6 +7,11 @@ the model, keeping them plus a recent window keeps it fluent. Nothing in the mid
 
     score(entry) = +inf                if token_index < n_sinks
                  = token_index         otherwise (newer = better)
+
+It keeps the same entries as the paper's code and NVIDIA kvpress's ``StreamingLLMPress``. The paper
+also gives the kept entries positions *within the cache* rather than in the text; the reader's
+Context-Reset RoPE (:func:`minidecode.infinipot.reset_positions`) does that, where kvpress needs
+its ``KeyRerotationPress`` wrapper.
 """
 
 from __future__ import annotations

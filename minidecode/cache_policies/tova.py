@@ -5,6 +5,12 @@ At each compression, the attention of the most recent token t, averaged over all
 layer, scores every entry; one choice per layer (all KV heads keep the same tokens):
 
     score(j) = (1 / H) sum_h a_h(t, j)
+
+Where this departs from the paper's code: TOVA evicts *one* entry per generated token, the one
+with the lowest score, as soon as the cache exceeds its budget. Here the reader drops everything
+above the budget at once, at each distillation of the pot, with the scores of the chunk's last
+query. That is also what NVIDIA kvpress's ``TOVAPress`` does after the prompt (it additionally
+forces the last token to stay, which its own high self-attention nearly always does here).
 """
 
 from __future__ import annotations
