@@ -9,8 +9,9 @@ layer, scores every entry; one choice per layer (all KV heads keep the same toke
 Where this departs from the paper's code: TOVA evicts *one* entry per generated token, the one
 with the lowest score, as soon as the cache exceeds its budget. Here the reader drops everything
 above the budget at once, at each distillation of the pot, with the scores of the chunk's last
-query. That is also what NVIDIA kvpress's ``TOVAPress`` does after the prompt (it additionally
-forces the last token to stay, which its own high self-attention nearly always does here).
+query. That is also what NVIDIA kvpress's ``TOVAPress`` does after the prompt, except that it
+always keeps the last token, which the paper's TOVA and this one keep only if its score earns it
+(nearly always on the course's model: ``benchmarks/RESULTS.md``, "Chapter 9: parity with kvpress").
 """
 
 from __future__ import annotations
