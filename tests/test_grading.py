@@ -1,5 +1,6 @@
 """The grading is real: solutions score full marks, fresh exercises score zero on every exercise,
-exercises/ is exactly what the generator writes, and bad input gets one clear line.
+answers imported from the package (or wrapping its answer) score zero, exercises/ is exactly what
+the generator writes, and bad input gets one clear line.
 
 Everything here is generic over solutions/*.ipynb, so a new chapter is covered by adding its
 solution notebook, its generated exercise notebook and minidecode/course/checks/chNN.py.
@@ -7,6 +8,7 @@ solution notebook, its generated exercise notebook and minidecode/course/checks/
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minidecode import sampling
 from minidecode.course.exercises import (
     MarkerError,
     build,
@@ -24,11 +27,14 @@ from minidecode.course.exercises import (
     render_notebook,
 )
 from minidecode.course.grading import (
+    Exercise,
+    _grade_one,
     chapter_of,
     check,
     exercises_for_chapter,
     get_exercise,
     grade_notebook,
+    run_check,
 )
 from minidecode.course.tour import softmax_with_temperature
 
@@ -68,7 +74,9 @@ def test_exercises_are_byte_identical_to_the_generator_output(solution: Path) ->
         exercise_notebook(solution_json, generated_from=f"solutions/{solution.name}")
     )
     committed = REPO / "exercises" / solution.name
-    assert committed.is_file(), f"run `python -m minidecode.course.exercises build` to write {committed}"
+    assert committed.is_file(), (
+        f"run `python -m minidecode.course.exercises build` to write {committed}"
+    )
     assert committed.read_bytes() == generated.encode("utf-8"), (
         f"{committed} is stale: run `python -m minidecode.course.exercises build`"
     )
@@ -445,3 +453,221 @@ def _earliest_match(tokens, max_ngram, num_tokens):  # the first occurrence, not
 def test_chapter_07_checks_fail_on_the_stub_and_on_a_typical_mistake(exercise_id, name, wrong,
                                                                      check_rejects):
     check_rejects(exercise_id, name, wrong)
+
+
+# --------------------------------------------------------------------------- own work only
+#
+# A notebook earns points only for functions written in its cells: an imported function, an alias,
+# a partial, or a cell function that runs the course's own answer scores 0, saying why.
+
+CELL = "/tmp/ipykernel_4242/1234567.py"  # what ipykernel names a cell's code
+MIN_P_SOLUTION = """
+def min_p_filter(logits, min_p):
+    if not 0 <= min_p <= 1:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+    probs = torch.softmax(logits, dim=-1)
+    top = probs.amax(dim=-1, keepdim=True)
+    return logits.masked_fill(probs < min_p * top, float("-inf"))
+"""
+
+
+def _cell_function(source: str, name: str, filename: str = CELL):
+    """``name`` as defined by running ``source`` as a notebook cell compiled as ``filename``."""
+    namespace = {"__name__": "__main__", "torch": torch, "sampling": sampling,
+                 "functools": functools}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
+
+
+def _package_function(exercise: Exercise):
+    """The package's own function for ``exercise``: its reference, or, when the reference is a
+    thin wrapper in minidecode.course.checks, the minidecode function of that name it calls."""
+    reference = exercise.reference
+    if not reference.__module__.startswith("minidecode.course.checks."):
+        return reference
+    found = set()
+    for global_name in reference.__code__.co_names:
+        module = reference.__globals__.get(global_name)
+        candidate = getattr(module, reference.__name__, None)
+        if getattr(module, "__name__", "").startswith("minidecode.") and callable(candidate):
+            found.add(candidate)
+    assert len(found) == 1, f"{exercise.exercise_id}: which function does it wrap? {found}"
+    return found.pop()
+
+
+def test_a_function_written_in_a_cell_earns_its_points() -> None:
+    exercise = get_exercise("01.1")
+    result = _grade_one(exercise, _cell_function(MIN_P_SOLUTION, "min_p_filter"), {CELL})
+    assert (result.status, result.earned) == ("passed", 1), result.detail
+
+
+def test_a_cell_function_may_be_decorated_and_call_other_package_helpers() -> None:
+    source = MIN_P_SOLUTION.replace("torch.softmax(logits, dim=-1)",
+                                    "softmax_with_temperature(logits, 1.0)")  # a chapter 00 helper
+    source = ("from minidecode.course.tour import softmax_with_temperature\n"
+              "@torch.no_grad()\n" + source.lstrip())
+    fn = _cell_function(source, "min_p_filter")
+    assert fn.__code__.co_filename != CELL  # the decorator's wrapper is torch's, not the cell's
+    result = _grade_one(get_exercise("01.1"), fn, {CELL})
+    assert (result.status, result.earned) == ("passed", 1), result.detail
+
+
+def test_a_callable_object_of_a_class_written_in_a_cell_earns_its_points() -> None:
+    source = "class MinP:\n    def __call__(self, logits, min_p):\n" + "\n".join(
+        "    " + line for line in MIN_P_SOLUTION.splitlines()[2:]
+    ) + "\nmin_p_filter = MinP()\n"
+    result = _grade_one(get_exercise("01.1"), _cell_function(source, "min_p_filter"), {CELL})
+    assert (result.status, result.earned) == ("passed", 1), result.detail
+
+
+def test_a_cell_function_is_only_the_notebooks_own_in_the_notebook_being_graded() -> None:
+    fn = _cell_function(MIN_P_SOLUTION, "min_p_filter", filename="/tmp/ipykernel_1/other.py")
+    result = _grade_one(get_exercise("01.1"), fn, {CELL})
+    assert (result.status, result.earned) == ("imported", 0)
+    assert "compiled from /tmp/ipykernel_1/other.py rather than written in a cell" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("make", "described"),
+    [
+        (lambda: sampling.min_p_filter, "min_p_filter is minidecode.sampling.min_p_filter"),
+        (lambda: get_exercise("01.1").reference,
+         "min_p_filter is minidecode.course.checks.ch01.min_p_filter"),
+        (lambda: functools.partial(sampling.min_p_filter),
+         "min_p_filter is functools.partial(minidecode.sampling.min_p_filter)"),
+        (lambda: torch.no_grad()(sampling.min_p_filter),
+         "min_p_filter wraps minidecode.sampling.min_p_filter"),
+        (lambda: _cell_function("import functools\n"
+                                "@functools.wraps(sampling.min_p_filter)\n"
+                                "def min_p_filter(*args):\n"
+                                "    return sampling.min_p_filter(*args)\n", "min_p_filter"),
+         "min_p_filter wraps minidecode.sampling.min_p_filter"),
+    ],
+    ids=["import", "checks-reference", "partial", "decorated-import", "functools-wraps"],
+)
+def test_an_imported_function_earns_nothing_and_says_why(make, described) -> None:
+    result = _grade_one(get_exercise("01.1"), make(), {CELL})
+    assert (result.status, result.earned, result.cases_run) == ("imported", 0, 0)
+    assert result.detail == f"{described}, imported rather than written in the notebook: 0 points"
+    assert result.detail in result.report()
+
+
+def test_code_compiled_outside_the_cells_earns_nothing() -> None:
+    fn = _cell_function(MIN_P_SOLUTION, "min_p_filter", filename="<string>")  # exec in a cell
+    result = _grade_one(get_exercise("01.1"), fn, {CELL})
+    assert (result.status, result.earned) == ("imported", 0)
+    assert result.detail == ("min_p_filter is min_p_filter, compiled from <string> rather than "
+                             "written in a cell of the notebook: 0 points")
+    builtin = _grade_one(get_exercise("00.1"), torch.softmax, {CELL})
+    assert (builtin.status, builtin.earned) == ("imported", 0)
+    assert "not a function written in the notebook: 0 points" in builtin.detail
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "source", "answer"),
+    [
+        ("01.1", "min_p_filter = lambda logits, min_p: sampling.min_p_filter(logits, min_p)",
+         "minidecode.sampling.min_p_filter"),
+        ("01.1", "def min_p_filter(logits, min_p):\n"
+                 "    from minidecode.course.checks.ch01 import min_p_filter as answer\n"
+                 "    return answer(logits, min_p)",
+         "minidecode.course.checks.ch01.min_p_filter"),
+        ("01.2", "def top_p_filter(logits, top_p):\n"
+                 "    return _helper(logits, top_p)\n"
+                 "def _helper(logits, top_p):\n"
+                 "    return sampling.top_p_filter(logits, top_p)",
+         "minidecode.sampling.top_p_filter"),
+        ("01.1", "min_p_filter = lambda: None\n"  # the answer's code, relabelled as the cell's
+                 f"min_p_filter.__code__ = sampling.min_p_filter.__code__.replace("
+                 f"co_filename={CELL!r})",
+         "minidecode.sampling.min_p_filter"),
+        ("09.1", "import minidecode.cache_policies.cap_nuc as policy\n"
+                 "def novelty_scores(logits, input_ids):\n"
+                 "    return policy.novelty_scores(logits, input_ids)",
+         "minidecode.cache_policies.cap_nuc.novelty_scores"),
+    ],
+    ids=["lambda", "def-calls-checks-reference", "via-helper", "copied-code", "chapter-09"],
+)
+def test_a_cell_function_that_runs_the_answer_earns_nothing(exercise_id, source, answer) -> None:
+    exercise = get_exercise(exercise_id)
+    fn = _cell_function(source, exercise.name)
+    assert fn.__code__.co_filename == CELL
+    result = _grade_one(exercise, fn, {CELL})
+    assert (result.status, result.earned) == ("delegates", 0), result.detail
+    assert result.detail == (f"{exercise.name} runs {answer}, the course's own answer, rather than "
+                             "computing the result in the notebook: 0 points")
+
+
+def _replace_stubs(notebook: Path, sources: dict[str, str], path: Path) -> Path:
+    """A copy of exercise ``notebook`` at ``path`` whose stub cell defining each name in
+    ``sources`` holds ``sources[name]`` instead."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    replaced = set()
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        is_stub = cell["cell_type"] == "code" and "NotImplementedError" in text
+        for name, source in sources.items():
+            if is_stub and f"def {name}(" in text:
+                cell["source"] = source
+                replaced.add(name)
+    assert replaced == set(sources), f"no stub cell for {set(sources) - replaced} in {notebook}"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=SOLUTION_IDS)
+def test_every_exercise_answered_by_importing_the_package_function_scores_zero(
+    solution: Path, tmp_path: Path
+) -> None:
+    exercises = exercises_for_chapter(chapter_of(solution))
+    imported = {ex.name: _package_function(ex) for ex in exercises.values()}
+    for exercise in exercises.values():  # so without the own-work rule, the cheat would pass
+        assert run_check(exercise, imported[exercise.name]).passed, exercise.exercise_id
+    variant = _replace_stubs(
+        REPO / "exercises" / solution.name,
+        {name: f"from {fn.__module__} import {fn.__name__} as {name}"
+         for name, fn in imported.items()},
+        tmp_path / solution.name,
+    )
+    report = grade_notebook(variant, workdir=REPO / "exercises")
+    assert report.cell_errors == []  # the imports worked, and the notebook ran with them
+    assert [result.exercise_id for result in report.results] == list(exercises)
+    for result in report.results:
+        fn = imported[result.name]
+        assert (result.status, result.earned) == ("imported", 0), result.detail
+        assert result.detail == (f"{result.name} is {fn.__module__}.{fn.__qualname__}, imported "
+                                 "rather than written in the notebook: 0 points")
+    assert report.earned == 0
+
+
+@pytest.mark.slow
+def test_aliases_partials_and_lambdas_of_the_answer_score_zero_in_a_kernel(
+    tmp_path: Path,
+) -> None:
+    solution_cells = json.loads((REPO / "solutions" / "09_infinipot.ipynb").read_text("utf-8"))
+    own_work = next("".join(cell["source"]) for cell in solution_cells["cells"]
+                    if "def context_reset_positions(" in "".join(cell["source"]))
+    variant = _replace_stubs(REPO / "exercises" / "09_infinipot.ipynb", {
+        "novelty_scores": "import minidecode.cache_policies.cap_nuc as policy\n"
+                          "novelty_scores = policy.novelty_scores",
+        "catalyst_scores": "import functools\n"
+                           "catalyst_scores = functools.partial(policy.catalyst_scores)",
+        "infinipot_keep": "infinipot_keep = lambda nuc, cap, keep, alpha: "
+                          "policy.infinipot_keep(nuc, cap, keep, alpha)",
+        "context_reset_positions": "@torch.no_grad()\n" + own_work,
+    }, tmp_path / "09_disguised.ipynb")
+    report = grade_notebook(variant, workdir=REPO / "exercises")
+    assert report.cell_errors == []
+    by_id = {result.exercise_id: result for result in report.results}
+    policy = "minidecode.cache_policies.cap_nuc"
+    assert by_id["09.1"].status == "imported"
+    assert by_id["09.1"].detail == (f"novelty_scores is {policy}.novelty_scores, imported rather "
+                                    "than written in the notebook: 0 points")
+    assert by_id["09.2"].status == "imported"
+    assert by_id["09.2"].detail.startswith(
+        f"catalyst_scores is functools.partial({policy}.catalyst_scores), imported")
+    assert by_id["09.3"].status == "delegates"
+    assert by_id["09.3"].detail.startswith(f"infinipot_keep runs {policy}.infinipot_keep, ")
+    assert by_id["09.4"].status == "passed", by_id["09.4"].detail  # own work, decorated
+    assert (report.earned, report.possible) == (1, 4)

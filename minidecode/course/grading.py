@@ -1,10 +1,10 @@
 """Graded exercises: ``check()`` inside a notebook, ``grade`` on the command line.
 
-Each chapter's exercises live in ``minidecode/course/checks/chNN.py``: one ``@exercise(...)``-decorated
-function per exercise, which yields seeded :class:`Case` objects, plus an optional hypothesis
-strategy for random cases. The reference implementation is the package's own function (chapter 00
-uses :func:`minidecode.course.tour.softmax_with_temperature`), so the check compares the student's function
-with the one the course ships, case by case:
+Each chapter's exercises live in ``minidecode/course/checks/chNN.py``: one
+``@exercise(...)``-decorated function per exercise, which yields seeded :class:`Case` objects, plus
+an optional hypothesis strategy for random cases. The reference implementation is the package's own
+function (chapter 00 uses :func:`minidecode.course.tour.softmax_with_temperature`), so the check
+compares the student's function with the one the course ships, case by case:
 
     >>> check("00.1", softmax_with_temperature)
     ✓ 00.1 softmax_with_temperature: 25/25 cases passed
@@ -15,23 +15,29 @@ that still raises ``NotImplementedError`` prints "not implemented yet".
 
 ``python -m minidecode grade exercises/NN_name.ipynb`` executes a whole notebook in a fresh kernel
 (see :func:`grade_notebook`), then checks every exercise of chapter NN against the function of the
-same name that the notebook defined, and prints a score table.
+same name that the notebook defined, and prints a score table. Only work written in the notebook
+earns points (see :func:`_grade_one`): a name bound to an imported function, e.g.
+``from minidecode.sampling import min_p_filter``, scores 0 ("imported"), and so does a function of
+the notebook that runs the course's own answer to compute its result ("delegates").
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import inspect
 import io
 import json
+import linecache
 import math
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import types
 from collections.abc import Callable, Iterable
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
@@ -144,7 +150,7 @@ def exercise(
 
 
 def exercises_for_chapter(chapter: str) -> dict[str, Exercise]:
-    """All exercises of chapter ``"NN"``, found in ``minidecode.course.checks.chNN``, in id order."""
+    """All exercises of chapter ``"NN"``, found in ``minidecode.course.checks.chNN``, by id."""
     module_name = f"minidecode.course.checks.ch{chapter}"
     try:
         module = importlib.import_module(module_name)
@@ -177,7 +183,9 @@ def get_exercise(exercise_id: str) -> Exercise:
 @dataclass
 class CheckResult:
     """What one check found. ``status`` is one of: passed, failed, not implemented,
-    wrong signature, wrong type, missing, checker error."""
+    wrong signature, wrong type, missing, checker error; and, from ``grade`` only, imported (the
+    name is not bound to a function written in the notebook) or delegates (the notebook's function
+    runs the course's own answer)."""
 
     exercise_id: str
     name: str
@@ -572,7 +580,9 @@ def grade_notebook(
     Cells that raise do not stop the run (a broken cell must not cost the other exercises); they
     are listed in ``cell_errors``, except ``NotImplementedError``, which only marks an unfinished
     stub. Each exercise is then checked against the function of the exercise's name left in the
-    notebook's namespace, so the score does not depend on the notebook's own ``check`` calls.
+    notebook's namespace, so the score does not depend on the notebook's own ``check`` calls;
+    that function must be written in the notebook's cells and must not run the course's own
+    answer, or the exercise scores 0 (status "imported" or "delegates", see :func:`_grade_one`).
 
     Args:
         notebook: path to an ``NN_name.ipynb`` file.
@@ -648,8 +658,20 @@ def grade_notebook(
     return GradeReport(path, results, cell_errors)
 
 
-def _grade_namespace(chapter: str, namespace: dict[str, Any], results_path: str) -> None:
-    """Run inside the graded kernel: check each exercise of ``chapter`` and write the results."""
+def _grade_namespace(
+    chapter: str,
+    namespace: dict[str, Any],
+    results_path: str,
+    cell_files: set[str] | None = None,
+) -> None:
+    """Run inside the graded kernel: check each exercise of ``chapter`` and write the results.
+
+    ``cell_files`` are the code file names of the notebook's cells; by default, every cell this
+    kernel has run except the grading cell that calls this function.
+    """
+    if cell_files is None:
+        caller = inspect.currentframe().f_back  # the grading cell
+        cell_files = _kernel_cell_files() - {caller.f_code.co_filename}
     results = []
     for ex in exercises_for_chapter(chapter).values():
         fn = namespace.get(ex.name)
@@ -659,10 +681,173 @@ def _grade_namespace(chapter: str, namespace: dict[str, Any], results_path: str)
                 detail=f"the notebook defines no {ex.name}", points=ex.points,
             )
         else:
-            with redirect_stdout(io.StringIO()):  # students' debug prints are not grading output
-                result = run_check(ex, fn)
+            result = _grade_one(ex, fn, cell_files)
         results.append(dataclasses.asdict(result))
     Path(results_path).write_text(json.dumps(results), encoding="utf-8")
+
+
+def _grade_one(ex: Exercise, fn: Any, cell_files: set[str]) -> CheckResult:
+    """Grade ``fn``, the notebook's answer to ``ex``; only the notebook's own work earns points.
+
+    The rule, in two parts:
+
+    1. ``fn`` must be written in the notebook: after following decorators (``__wrapped__``),
+       ``functools.partial`` and bound methods to the innermost callable, that callable must be a
+       Python function (a class: all its methods; an instance: its class's ``__call__``) whose
+       code was compiled from one of ``cell_files``. An imported function, an alias
+       ``fn = minidecode.x.fn``, a partial of one, a builtin, or code compiled by ``exec`` is
+       status "imported".
+    2. While the cases run, ``fn`` must never run the course's answer (:func:`_course_answers`):
+       a lambda or ``def`` in a cell that returns ``minidecode.sampling.min_p_filter(...)``, or
+       a function given the answer's code, is status "delegates". Calling other package helpers,
+       torch, or the notebook's own functions is fine.
+    """
+    not_written_here = _not_written_in_notebook(ex.name, fn, cell_files)
+    if not_written_here:
+        return CheckResult(ex.exercise_id, ex.name, "imported", detail=not_written_here,
+                           points=ex.points)
+    answers = _course_answers(ex)
+    ran_answer: list[str] = []
+
+    def watch(frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "call" and not ran_answer and frame.f_code in answers:
+            ran_answer.append(answers[frame.f_code])
+
+    @functools.wraps(fn)  # keeps the name and, through __wrapped__, the signature
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        previous = sys.getprofile()
+        sys.setprofile(watch)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sys.setprofile(previous)
+
+    if not isinstance(getattr(fn, "__name__", None), str):  # a partial has no name of its own
+        watched.__name__ = ex.name
+
+    with redirect_stdout(io.StringIO()):  # students' debug prints are not grading output
+        result = run_check(ex, watched)
+    if ran_answer:
+        result.status = "delegates"
+        result.detail = (f"{ex.name} runs {ran_answer[0]}, the course's own answer, rather than "
+                         "computing the result in the notebook: 0 points")
+    return result
+
+
+def _not_written_in_notebook(name: str, fn: Any, cell_files: set[str]) -> str:
+    """Empty when ``fn`` is the notebook's own function (part 1 of :func:`_grade_one`'s rule);
+    otherwise why it earns nothing, in one line."""
+    innermost, seen, decorated = fn, set(), False
+    while id(innermost) not in seen:  # decorators, partials and bound methods, down to the code
+        seen.add(id(innermost))
+        if isinstance(innermost, functools.partial):
+            innermost = innermost.func
+        elif isinstance(innermost, types.MethodType):
+            innermost = innermost.__func__
+        else:
+            try:
+                wrapped = getattr(innermost, "__wrapped__", None)
+            except Exception:  # an object whose __getattr__ raises: nothing to follow
+                wrapped = None
+            if wrapped is None:
+                break
+            innermost, decorated = wrapped, True
+    if not isinstance(innermost, (type, types.FunctionType)):
+        call = inspect.getattr_static(type(innermost), "__call__", None)
+        if isinstance(call, types.FunctionType):  # an instance: its class's __call__ holds the code
+            innermost = call
+    if isinstance(innermost, type):
+        codes = [
+            method.__code__
+            for value in vars(innermost).values()
+            for method in [getattr(value, "__func__", value)]
+            if isinstance(method, types.FunctionType)
+        ]
+    elif isinstance(innermost, types.FunctionType):
+        codes = [innermost.__code__]
+    else:
+        return f"{name} is {_describe(fn)}, not a function written in the notebook: 0 points"
+    if codes and all(code.co_filename in cell_files for code in codes):
+        return ""
+    module = getattr(innermost, "__module__", None)
+    if module not in (None, "__main__"):
+        verb = "wraps" if decorated else "is"
+        return (f"{name} {verb} {_describe(innermost if decorated else fn)}, imported rather than "
+                "written in the notebook: 0 points")
+    where = codes[0].co_filename if codes else "nowhere"
+    return (f"{name} is {_describe(fn)}, compiled from {where} rather than written in a cell of "
+            "the notebook: 0 points")
+
+
+def _describe(obj: Any) -> str:
+    """``minidecode.sampling.min_p_filter``, ``functools.partial(...)``, or ``a T object``."""
+    if isinstance(obj, functools.partial):
+        return f"functools.partial({_describe(obj.func)})"
+    try:
+        qualname = getattr(obj, "__qualname__", None)
+        module = getattr(obj, "__module__", None)
+    except Exception:
+        qualname = module = None
+    if isinstance(qualname, str):
+        return qualname if module in (None, "__main__") else f"{module}.{qualname}"
+    return f"a {_type_name(obj)} object"
+
+
+_ANSWERS: dict[str, dict[types.CodeType, str]] = {}
+
+
+def _course_answers(ex: Exercise) -> dict[types.CodeType, str]:
+    """The code objects whose running means the course's answer computed the result, each with
+    its dotted name: the reference, and, when the reference is a thin wrapper in
+    ``minidecode.course.checks``, the minidecode functions it calls directly (found by running it
+    on the seeded cases). Code objects compare by content, not file name, so a copy of the
+    answer's code counts as the answer."""
+    if ex.exercise_id in _ANSWERS:
+        return _ANSWERS[ex.exercise_id]
+    reference = inspect.unwrap(ex.reference)
+    answers: dict[types.CodeType, str] = {}
+    code = getattr(reference, "__code__", None)
+    if code is not None:
+        answers[code] = _describe(reference)
+    if code is not None and reference.__module__.startswith("minidecode.course.checks."):
+
+        def find_callees(frame: types.FrameType, event: str, arg: Any) -> None:
+            if event != "call" or frame.f_back is None or frame.f_back.f_code is not code:
+                return
+            module = frame.f_globals.get("__name__", "")
+            if module.startswith("minidecode.") and not module.startswith("minidecode.course."):
+                qualname = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
+                answers.setdefault(frame.f_code, f"{module}.{qualname}")
+
+        previous = sys.getprofile()
+        sys.setprofile(find_callees)
+        try:
+            for case in ex.seeded_cases():
+                _call(reference, case)
+        finally:
+            sys.setprofile(previous)
+    _ANSWERS[ex.exercise_id] = answers
+    return answers
+
+
+def _kernel_cell_files() -> set[str]:
+    """The code file names of every cell this IPython kernel has run (ipykernel names them
+    ``/tmp/ipykernel_PID/HASH.py``); empty outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return set()
+    shell = get_ipython()
+    if shell is None:
+        return set()
+    filename_map = getattr(getattr(shell, "compile", None), "_filename_map", None)
+    if isinstance(filename_map, dict):
+        return set(filename_map)
+    # Older IPython: cells are the linecache entries IPython pins with mtime None.
+    return {
+        name for name, entry in list(linecache.cache.items())
+        if len(entry) == 4 and entry[1] is None
+    }
 
 
 def _kernel_environment() -> dict[str, str]:
