@@ -45,18 +45,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidecode.rope import apply_rotary, rotary_cos_sin
+from minidecode.rope import Llama3RopeScaling, apply_rotary, rotary_cos_sin
 
 
 @dataclass(frozen=True)
 class CacheFingerprint:
-    """What a cache must match to be used with a model: shapes plus an id of the model's config."""
+    """What a cache must match to be used with a model: shapes, RoPE frequencies (theta and any
+    scaling: ``set_positions`` rotates with them) and an id of the model's config."""
 
     num_layers: int
     num_kv_heads: int
     head_dim: int
     rope_theta: float
     config_id: str
+    rope_scaling: Llama3RopeScaling | None = None
 
 
 class KVCache:
@@ -248,8 +250,9 @@ class KVCache:
                              f"{tuple(old.shape)} for layer {layer}") from err
         if new.dtype != torch.long:
             raise ValueError(f"positions must be integers (torch.long), got {new.dtype}")
-        cos, sin = rotary_cos_sin(new - old, self.fingerprint.head_dim, self.fingerprint.rope_theta,
-                                  dtype=self.keys[layer].dtype)
+        fp = self.fingerprint
+        cos, sin = rotary_cos_sin(new - old, fp.head_dim, fp.rope_theta, self.keys[layer].dtype,
+                                  fp.rope_scaling)
         self.keys[layer] = apply_rotary(self.keys[layer], cos, sin)  # (batch, kv, length, head_dim)
         self.positions[layer] = new.clone()
         self._recompute_next_position()

@@ -2,8 +2,10 @@
 
 A directory holds::
 
-    config.json              LlamaConfig fields (model_type "llama")
-    model.safetensors        weights under transformers' Llama names
+    config.json              LlamaConfig fields (model_type "llama"; "qwen2" when the q, k, v
+                             projections have biases)
+    model.safetensors        weights under transformers' Llama names (or, as transformers
+                             writes big models, model.safetensors.index.json + shards)
     tokenizer.json           a ``tokenizers`` tokenizer     (optional)
     tokenizer_config.json    tokenizer_class, special tokens
     generation_config.json   bos/eos/pad ids and default decoding settings
@@ -15,8 +17,10 @@ to the embedding). No permutation is needed: minidecode's RoPE uses transformers
 layout.
 
 Only safetensors are read, never pickle (a ``.bin`` file can run arbitrary code when unpickled).
-A config that needs something minidecode does not implement (RoPE scaling, biases, another
-activation, ...) is refused with a ``ValueError`` that names the keys.
+Beyond plain Llama, minidecode reads Qwen2's q/k/v biases and Llama 3.1's RoPE scaling
+(``rope_type: "llama3"``). A config that needs something else (another RoPE scaling, MLP or
+output biases, sliding windows, another activation, ...) is refused with a ``ValueError`` that
+names the keys.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from minidecode.model import ModelConfig, Transformer
+from minidecode.rope import Llama3RopeScaling
 
 MODELS_DIR = Path(__file__).parent / "models"
 
@@ -39,12 +44,16 @@ _METADATA_KEYS = {
     "initializer_range", "use_cache", "is_llama_config", "output_attentions",
     "output_hidden_states", "return_dict", "tokenizer_class",
 }
+# Qwen2's sliding-window keys, read and ignored while the window is off (use_sliding_window false).
+_QWEN2_WINDOW_KEYS = {"sliding_window", "max_window_layers"}
 # Keys whose value must be the one minidecode implements.
 _REQUIRED_VALUES: dict[str, Any] = {
     "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "pretraining_tp": 1,
-    "rope_scaling": None, "rope_interleaved": False, "attention_dropout": 0.0,
-    "sliding_window": None,
+    "rope_interleaved": False, "attention_dropout": 0.0, "use_sliding_window": False,
+    "use_mrope": False,
 }
+_LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
+                     "original_max_position_embeddings")
 _FIELDS = set(ModelConfig.__dataclass_fields__)
 
 
@@ -54,7 +63,10 @@ def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dic
     import transformers
 
     dtype_name = str(dtype).removeprefix("torch.")
-    return {
+    rope: dict[str, Any] = {"rope_type": "default"}
+    if config.rope_scaling is not None:
+        rope = {"rope_type": "llama3", **dataclasses.asdict(config.rope_scaling)}
+    hf = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "vocab_size": config.vocab_size,
@@ -66,9 +78,10 @@ def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dic
         "head_dim": config.head_dim,
         "max_position_embeddings": config.max_position_embeddings,
         "rms_norm_eps": config.rms_norm_eps,
-        # transformers 4.x reads rope_theta, 5.x rope_parameters
+        # transformers 4.x reads rope_theta and rope_scaling, 5.x rope_parameters
         "rope_theta": config.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "rope_parameters": {"rope_theta": config.rope_theta, **rope},
+        "rope_scaling": None if config.rope_scaling is None else rope,
         "tie_word_embeddings": config.tie_word_embeddings,
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
@@ -84,25 +97,57 @@ def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dic
         "torch_dtype": dtype_name,
         "transformers_version": transformers.__version__,
     }
+    if config.attention_bias:  # Qwen2: biases on q, k, v (a Llama attention_bias biases o too)
+        for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
+            del hf[key]
+        hf.update({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+                   "use_sliding_window": False, "sliding_window": None,
+                   "max_window_layers": config.num_hidden_layers})
+    return hf
+
+
+def _rope_from_hf(hf: dict[str, Any], values: dict[str, Any], problems: list[str]) -> None:
+    """Read RoPE's theta and scaling into ``values`` from transformers 5's ``rope_parameters``
+    or 4's ``rope_theta`` + ``rope_scaling``; what cannot be honoured goes to ``problems``."""
+    theta = (hf.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None:
+        values["rope_theta"] = theta
+    key = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
+    scaling = {k: v for k, v in (hf.get(key) or {}).items() if k != "rope_theta"}
+    old_name = scaling.pop("type", "default")         # transformers < 4.45 called it "type"
+    rope_type = scaling.pop("rope_type", old_name)
+    if rope_type == "default" and not scaling:
+        return
+    if rope_type == "llama3" and set(scaling) == set(_LLAMA3_ROPE_KEYS):
+        values["rope_scaling"] = Llama3RopeScaling(**scaling)
+        return
+    problems.append(f"{key}={hf[key]!r} (minidecode supports plain RoPE and rope_type 'llama3' "
+                    f"with the keys {list(_LLAMA3_ROPE_KEYS)})")
 
 
 def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
-    """config.json dict -> ModelConfig, or a ValueError naming every key minidecode can't honour."""
+    """config.json dict -> ModelConfig, or a ValueError naming every key minidecode can't honour.
+
+    model_type "llama" or "qwen2" (Qwen2 = Llama with q, k, v biases); RoPE plain or "llama3".
+    """
     problems: list[str] = []
-    if hf.get("model_type", "llama") != "llama":
-        problems.append(f"model_type={hf['model_type']!r} (only 'llama' is supported)")
+    model_type = hf.get("model_type", "llama")
+    if model_type not in ("llama", "qwen2"):
+        problems.append(f"model_type={model_type!r} (only 'llama' and 'qwen2' are supported)")
     for key, allowed in _REQUIRED_VALUES.items():
         if key in hf and hf[key] != allowed:
             problems.append(f"{key}={hf[key]!r} (minidecode supports only {allowed!r})")
+    layer_types = hf.get("layer_types") or []
+    if any(kind != "full_attention" for kind in layer_types):
+        problems.append(f"layer_types={layer_types!r} (minidecode supports only full attention)")
+    ignored = _QWEN2_WINDOW_KEYS if model_type == "qwen2" else set()
+    if model_type != "qwen2" and hf.get("sliding_window") is not None:
+        problems.append(f"sliding_window={hf['sliding_window']!r} (minidecode supports only None)")
 
     values = {key: hf[key] for key in _FIELDS if key in hf}
-    rope = hf.get("rope_parameters")
-    if rope is not None:
-        extra = {k: v for k, v in rope.items() if k not in ("rope_type", "rope_theta")}
-        if rope.get("rope_type", "default") != "default" or extra:
-            problems.append(f"rope_parameters={rope!r} (only plain RoPE, rope_type 'default')")
-        if "rope_theta" in rope:
-            values["rope_theta"] = rope["rope_theta"]
+    values["attention_bias"] = model_type == "qwen2"
+    values.pop("rope_scaling", None)
+    _rope_from_hf(hf, values, problems)
     eos = values.get("eos_token_id")
     if isinstance(eos, list):
         if len(eos) == 1:
@@ -118,7 +163,8 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
             problems.append(f"head_dim={head_dim} (minidecode needs hidden_size // "
                             f"num_attention_heads = {derived})")
 
-    known = _FIELDS | _METADATA_KEYS | set(_REQUIRED_VALUES) | {"rope_parameters", "head_dim"}
+    known = _FIELDS | _METADATA_KEYS | set(_REQUIRED_VALUES) | ignored | \
+        {"rope_parameters", "rope_scaling", "head_dim", "layer_types", "sliding_window"}
     unknown = sorted(set(hf) - known)
     if unknown:
         problems.append(f"unknown keys {unknown}")

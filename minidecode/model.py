@@ -9,7 +9,8 @@ Architecture (Touvron et al., 2023, "LLaMA", arXiv:2302.13971), for token ids x_
 
 Every choice follows transformers' ``LlamaForCausalLM`` so that a Hugging Face Llama checkpoint
 loads with no weight permutation and gives the same logits (to float32 rounding); see
-``checkpoint.py``.
+``checkpoint.py``. Two options cover more of the family: biases on the q, k, v projections
+(``attention_bias``, as Qwen2) and Llama 3.1's RoPE frequency scaling (``rope_scaling``).
 Module names are those of transformers minus the leading ``model.``.
 
 Three things a black-box ``generate()`` hides are explicit here:
@@ -38,7 +39,12 @@ from torch import Tensor, nn
 
 from minidecode.cache import CacheFingerprint, KVCache
 from minidecode.interfaces import AttentionPattern, ModelOutput
-from minidecode.rope import apply_rotary, rotary_cos_sin, rotate_half  # noqa: F401 (re-export)
+from minidecode.rope import (  # noqa: F401 (apply_rotary, rotate_half: re-exported)
+    Llama3RopeScaling,
+    apply_rotary,
+    rotary_cos_sin,
+    rotate_half,
+)
 
 # scaled_dot_product_attention shares KV heads itself (no copy) from torch 2.5 on.
 _SDPA_HAS_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -46,7 +52,12 @@ _SDPA_HAS_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5
 
 @dataclass
 class ModelConfig:
-    """Hyperparameters; names follow transformers' ``LlamaConfig`` so config.json round-trips."""
+    """Hyperparameters; names follow transformers' ``LlamaConfig`` so config.json round-trips.
+
+    attention_bias: biases on the q, k and v projections, as Qwen2 (o_proj never has one; a
+        Llama config.json whose ``attention_bias`` also means an o_proj bias is refused).
+    rope_scaling: Llama 3.1's RoPE frequency scaling (config.json ``rope_type: "llama3"``).
+    """
 
     vocab_size: int
     hidden_size: int
@@ -61,6 +72,8 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
+    attention_bias: bool = False
+    rope_scaling: Llama3RopeScaling | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -80,6 +93,11 @@ class ModelConfig:
         if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
             raise ValueError(f"rms_norm_eps and rope_theta must be > 0, got {self.rms_norm_eps} "
                              f"and {self.rope_theta}")
+        if isinstance(self.rope_scaling, dict):       # as read back from json
+            self.rope_scaling = Llama3RopeScaling(**self.rope_scaling)
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, Llama3RopeScaling):
+            raise ValueError(f"rope_scaling must be None or a Llama3RopeScaling, got "
+                             f"{self.rope_scaling!r}")
 
     @property
     def head_dim(self) -> int:
@@ -138,9 +156,10 @@ class Attention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        bias, kv_size = config.attention_bias, self.num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_size, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_size, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor,
@@ -242,12 +261,14 @@ class Transformer(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     @property
     def fingerprint(self) -> CacheFingerprint:
         c = self.config
         return CacheFingerprint(c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
-                                c.rope_theta, c.config_id())
+                                c.rope_theta, c.config_id(), c.rope_scaling)
 
     @property
     def vocab_size(self) -> int:
@@ -276,7 +297,29 @@ class Transformer(nn.Module):
         attention_pattern: see ``AttentionPattern``.
         output_attentions: True for all layers, or a list of layer ids.
         """
-        config = self.config
+        self._check_inputs(input_ids, cache)
+        positions = self._rope_positions(input_ids, cache, positions)             # (B|1, T)
+        attention_layers = self._attention_layers(output_attentions)
+        batch, seq = input_ids.shape
+
+        h = self.embed_tokens(input_ids)                                          # (B, T, hidden)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta,
+                                  h.dtype, self.config.rope_scaling)              # (B|1, T, D)
+        positions = positions.expand(batch, seq)
+        attentions: dict[int, Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            h, weights = layer(h, cos, sin, positions, cache, attention_pattern,
+                               i in attention_layers)
+            if weights is not None:
+                attentions[i] = weights
+        logits = self.lm_head(self.norm(h))                                       # (B, T, vocab)
+        return ModelOutput(logits=logits, cache=cache, attentions=attentions)
+
+    # ------------------------------------------------------------- forward's argument checks
+    def _check_inputs(self, input_ids: Tensor, cache: KVCache | None) -> None:
+        """ValueError unless input_ids is a non-empty (batch, seq) tensor of ids in the vocabulary
+        and cache (if any) is this model's, holding the same batch size."""
+        vocab = self.config.vocab_size
         if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
             raise ValueError("input_ids must be a 2-d tensor (batch, seq), got "
                              f"{getattr(input_ids, 'shape', type(input_ids).__name__)}")
@@ -286,64 +329,59 @@ class Transformer(nn.Module):
         if batch == 0 or seq == 0:
             raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): the prompt "
                              "needs at least one token")
-        if bool(((input_ids < 0) | (input_ids >= config.vocab_size)).any()):
-            bad = input_ids[(input_ids < 0) | (input_ids >= config.vocab_size)]
-            raise ValueError(f"input_ids contains ids outside the vocabulary [0, "
-                             f"{config.vocab_size - 1}]: {bad.unique()[:10].tolist()}")
+        if bool(((input_ids < 0) | (input_ids >= vocab)).any()):
+            bad = input_ids[(input_ids < 0) | (input_ids >= vocab)]
+            raise ValueError(f"input_ids contains ids outside the vocabulary [0, {vocab - 1}]: "
+                             f"{bad.unique()[:10].tolist()}")
+        if cache is None:
+            return
+        if not isinstance(cache, KVCache):
+            raise ValueError(f"cache must be a minidecode KVCache (from model.new_cache()), "
+                             f"got {type(cache).__name__}")
+        if cache.fingerprint != self.fingerprint:
+            raise ValueError(f"cache was built for another model: cache fingerprint "
+                             f"{cache.fingerprint} != this model's {self.fingerprint}")
+        if cache.batch_size is not None and cache.batch_size != batch:
+            raise ValueError(f"input_ids has batch size {batch} but the cache holds "
+                             f"{cache.batch_size} sequences")
 
-        if cache is not None:
-            if not isinstance(cache, KVCache):
-                raise ValueError(f"cache must be a minidecode KVCache (from model.new_cache()), "
-                                 f"got {type(cache).__name__}")
-            if cache.fingerprint != self.fingerprint:
-                raise ValueError(f"cache was built for another model: cache fingerprint "
-                                 f"{cache.fingerprint} != this model's {self.fingerprint}")
-            if cache.batch_size is not None and cache.batch_size != batch:
-                raise ValueError(f"input_ids has batch size {batch} but the cache holds "
-                                 f"{cache.batch_size} sequences")
-
+    def _rope_positions(self, input_ids: Tensor, cache: KVCache | None,
+                        positions: Tensor | None) -> Tensor:
+        """The new tokens' RoPE positions as (1 or batch, seq) long, checked against the shape of
+        input_ids and against max_position_embeddings."""
+        batch, seq = input_ids.shape
         start = cache.next_position if cache is not None else 0
         if positions is None:
-            last_position = start + seq - 1
             positions = torch.arange(start, start + seq, device=input_ids.device)[None]  # (1, T)
         else:
             positions = torch.as_tensor(positions, device=input_ids.device)
             if positions.dim() == 1:
                 positions = positions[None]
-            if positions.dtype != torch.long or positions.shape[-1] != seq or \
-                    positions.shape[0] not in (1, batch) or positions.dim() != 2:
+            if positions.dtype != torch.long or positions.dim() != 2 or \
+                    positions.shape[-1] != seq or positions.shape[0] not in (1, batch):
                 raise ValueError(f"positions must be a long tensor of shape ({seq},) or "
                                  f"({batch}, {seq}), got {positions.dtype} "
                                  f"{tuple(positions.shape)}")
-            last_position = int(positions.max())
-        if last_position >= config.max_position_embeddings:
+        last_position = int(positions.max())
+        if last_position >= self.config.max_position_embeddings:
             cached = 0 if cache is None else len(cache)
             raise ValueError(
                 f"position {last_position} is beyond max_position_embeddings="
-                f"{config.max_position_embeddings} ({seq} new tokens, {cached} cached): the prompt "
-                f"is too long for this model. Shorten it, or use a cache policy that compresses "
-                f"the cache and re-assigns positions (Context-Reset RoPE).")
+                f"{self.config.max_position_embeddings} ({seq} new tokens, {cached} cached): the "
+                f"prompt is too long for this model. Shorten it, or use a cache policy that "
+                f"compresses the cache and re-assigns positions (Context-Reset RoPE).")
+        return positions
 
+    def _attention_layers(self, output_attentions: bool | Sequence[int]) -> set[int]:
+        """output_attentions (True, False or layer ids) -> the layers whose weights to return."""
+        layers = self.config.num_hidden_layers
         if output_attentions is True:
-            attention_layers = set(range(config.num_hidden_layers))
-        elif output_attentions is False:
-            attention_layers = set()
-        else:
-            attention_layers = set(output_attentions)
-            bad_layers = [i for i in attention_layers if not 0 <= i < config.num_hidden_layers]
-            if bad_layers:
-                raise ValueError(f"output_attentions layer ids must be in [0, "
-                                 f"{config.num_hidden_layers - 1}], got {sorted(bad_layers)}")
-
-        h = self.embed_tokens(input_ids)                                          # (B, T, hidden)
-        cos, sin = rotary_cos_sin(positions, config.head_dim, config.rope_theta, h.dtype)
-        if positions.shape[0] != batch:
-            positions = positions.expand(batch, seq)
-        attentions: dict[int, Tensor] = {}
-        for i, layer in enumerate(self.layers):
-            h, weights = layer(h, cos, sin, positions, cache, attention_pattern,
-                               i in attention_layers)
-            if weights is not None:
-                attentions[i] = weights
-        logits = self.lm_head(self.norm(h))                                       # (B, T, vocab)
-        return ModelOutput(logits=logits, cache=cache, attentions=attentions)
+            return set(range(layers))
+        if output_attentions is False:
+            return set()
+        requested = set(output_attentions)
+        bad_layers = sorted(i for i in requested if not 0 <= i < layers)
+        if bad_layers:
+            raise ValueError(f"output_attentions layer ids must be in [0, {layers - 1}], got "
+                             f"{bad_layers}")
+        return requested
