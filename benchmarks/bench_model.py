@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import os
 import platform
 import statistics
@@ -63,7 +64,9 @@ def main() -> None:
         directory, description = model_directory(Path(scratch))
         ours, _ = load_pretrained(directory)
         theirs = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-    # No early stop in either library: every run makes exactly --new-tokens tokens.
+    # No early stop in either library: every run makes exactly --new-tokens tokens. (transformers
+    # falls back to the model's own generation_config for an eos the passed one leaves unset.)
+    theirs.generation_config.eos_token_id = None
     generation_config = copy.deepcopy(theirs.generation_config)
     generation_config.eos_token_id = None
     generation_config.do_sample = False
@@ -113,9 +116,10 @@ def main() -> None:
 def write_results(lines: list[str]) -> None:
     """Replace this benchmark's section of RESULTS.md (other sections stay as they are)."""
     command = " ".join(["python benchmarks/bench_model.py", *sys.argv[1:]])
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     body = [SECTION, "",
-            f"Command: `{command}`; machine: 2-core CPU, no GPU ({platform.machine()}); "
-            "date: 2026-11-23.", "", *lines, ""]
+            f"Command: `{command}`; machine: {os.cpu_count()}-core CPU, {gpu} "
+            f"({platform.machine()}); date: {datetime.date.today().isoformat()}.", "", *lines, ""]
     replace_section(SECTION, body)
 
 
