@@ -3,6 +3,11 @@
 #   make lab    set up .venv (once) and open JupyterLab on the first notebook
 #   make test   set up .venv (once), then ruff and the whole test suite, notebooks included
 #
+# and three for students working on the exercises:
+#
+#   make start                       copy exercises/ into work/ (your own folder, never overwritten)
+#   make grade NB=work/01_decode_loop.ipynb    grade one of your notebooks
+#
 # Set-up is idempotent: a stamp file keyed on pyproject.toml's hash makes the second run quick.
 # Without `nvidia-smi`, torch is the CPU build (from the CPU index, or a wheel pip finds locally;
 # its pure-Python dependencies then come from PyPI with the package); with `nvidia-smi`, the default
@@ -22,10 +27,12 @@ STAMP := $(VENV)/.minidecode-$(PYPROJECT_HASH)-$(subst $(comma),-,$(EXTRAS))
 NOTEBOOK_DIRS := notebooks solutions
 SANITIZE := tests/nbval_sanitize.cfg
 
-.PHONY: help setup lab test lint doctor exercises notebooks clean
+.PHONY: help setup lab start grade test lint doctor exercises notebooks clean
 
 help:
-	@echo "make lab        set up .venv and open JupyterLab on notebooks/00_tour.ipynb"
+	@echo "make lab        set up .venv and open JupyterLab (the repository's root) on chapter 0"
+	@echo "make start      copy the exercise notebooks into work/ (yours; existing files are kept)"
+	@echo "make grade NB=work/01_decode_loop.ipynb   grade one exercise notebook"
 	@echo "make test       set up .venv, then ruff check and pytest (tests/, notebooks/, solutions/)"
 	@echo "make doctor     print what is installed and usable (paste it into bug reports)"
 	@echo "make exercises  regenerate exercises/ from solutions/"
@@ -56,9 +63,26 @@ $(STAMP):
 # Jupyter refuses to run as root (containers, CI) unless told to.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 
+# The server's root is the repository, so the file browser shows notebooks/, work/ and exercises/.
 lab: setup
-	@echo ">>> $(VENV)/bin/jupyter lab notebooks/00_tour.ipynb $(LAB_ARGS)"
-	@$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb $(LAB_ARGS)
+	@echo ">>> $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) (opens notebooks/00_tour.ipynb)"
+	@$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/notebooks/00_tour.ipynb $(LAB_ARGS)
+
+# A student's workspace: work/ is ignored by git, ruff and the tests, and no target overwrites it.
+start:
+	@mkdir -p work
+	@for nb in exercises/*.ipynb; do \
+		if [ -e "work/$$(basename $$nb)" ]; then echo "kept    work/$$(basename $$nb) (yours)"; \
+		else cp "$$nb" work/ && echo "copied  work/$$(basename $$nb)"; fi; \
+	done
+	@echo ">>> work in work/ (make lab, then open work/ in the file browser); grade with"
+	@echo "    make grade NB=work/01_decode_loop.ipynb"
+
+NB ?=
+grade: setup
+	@if [ -z "$(NB)" ]; then echo "usage: make grade NB=work/01_decode_loop.ipynb"; exit 2; fi
+	@$(VENV_PY) -m minidecode grade "$(NB)" $(GRADE_ARGS)
 
 lint: setup
 	@echo ">>> ruff check ."

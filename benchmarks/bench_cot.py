@@ -1,7 +1,8 @@
 """Chain-of-thought decoding (chapter 04): accuracy by number of steps, and its cost.
 
 Held-out TinyWorld arithmetic (``minidecode.cot.held_out_arithmetic``, seeded by
-``minidecode.tinyworld.evaluate.HELD_OUT_SEED``, a seed training never used), ``--n`` problems per step count
+``minidecode.tinyworld.corpus.HELD_OUT_SEED``, a seed training never used), ``--n`` problems
+per step count
 (1, 2, 3). For every problem, in this order, one after another on the same machine:
 
 - greedy: ``cot_decode(k=1)``, which is plain greedy decoding with the KV cache;

@@ -34,7 +34,6 @@ from results_md import replace_section  # benchmarks/results_md.py, beside this 
 import minidecode
 from minidecode import tinyworld as tw
 from minidecode.cache_policies import H2O, TOVA, InfiniPot, SirLLM, SnapKV, StreamingLLM
-from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 from minidecode.infinipot import (
     answer_after_reading,
     extend_positions,
@@ -43,6 +42,7 @@ from minidecode.infinipot import (
     needle_kept,
     read_document,
 )
+from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 
 HERE = Path(__file__).parent
 SECTION = "## KV-cache compression: InfiniPot and baselines (issue 10)"

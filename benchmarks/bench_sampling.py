@@ -42,7 +42,6 @@ from minidecode.diversity import (
     story_prompts,
     trim_at_eos,
 )
-from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.sampling import (
     Epsilon,
     Eta,
@@ -54,6 +53,7 @@ from minidecode.sampling import (
     sample_next_token,
 )
 from minidecode.temperature import EDT, DynamicTemperature, SourceScheduler
+from minidecode.tinyworld.evaluate import encode_prompt
 
 SECTION = "## Samplers: diversity, quality and cost per step (issue 5)"
 HERE = Path(__file__).parent

@@ -1,7 +1,8 @@
 """Speculative decoding speed (chapter 07): speculative vs the target alone, side by side.
 
 Greedy, batch 1, ``--new-tokens`` new tokens after the first ``--prompt-tokens`` tokens of held-out
-TinyWorld stories and structured documents (``minidecode.tinyworld.evaluate.held_out_docs``). For every
+TinyWorld stories and structured documents
+(``minidecode.tinyworld.evaluate.held_out_docs``). For every
 prompt the target alone runs first, then speculative decoding with the draft model and with prompt
 lookup at each gamma, so a slow spell of the (shared) machine hits all of them alike; tokens/s are
 totals over the prompts and every ratio is measured in this one run. Each speculative output is
@@ -41,10 +42,10 @@ from transformers import AutoModelForCausalLM
 
 import minidecode
 from minidecode.checkpoint import MODELS_DIR
-from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 from minidecode.generate import generate
 from minidecode.prompt_lookup import PromptLookupDrafter
 from minidecode.speculative import ModelDrafter, speculative_generate, theoretical_speedup
+from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 
 HERE = Path(__file__).parent
 OUT = HERE / "results" / "speculative.json"

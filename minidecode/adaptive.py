@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from minidecode.entropy import check_scores, entropy, entropy_varentropy
+from minidecode.generate import apply_temperature
 from minidecode.sampling import NEG_INF, _number
 
 __all__ = [
@@ -226,8 +227,6 @@ class Entropix:
         return entropix_region(scores, self.entropy_threshold, self.varentropy_threshold)
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        from minidecode.temperature import apply_temperature
-
         check_scores(scores)
         table = torch.tensor(self.temperatures, dtype=torch.float32, device=scores.device)
         return apply_temperature(scores, table[self.region(scores)])

@@ -29,6 +29,7 @@ row is ever empty.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from minidecode.generate import decode_steps, prefill
 
 __all__ = ["Global", "Local", "SinkWindow", "Strided", "VerticalSlash", "HeadPatterns",
            "PATTERNS", "make_pattern", "sink_window_mask", "estimate_vertical_slash",
@@ -436,7 +439,7 @@ def random_local_heads(num_layers: int, num_heads: int, fraction: float, seed: i
 # ----------------------------------------------------------------------------- quality
 def needle_documents(tokenizer, n: int, seed: int, min_tokens: int = 300, max_tokens: int = 480,
                      keys: list[str] | None = None) -> list:
-    """``n`` one-fact needle examples (``minidecode.tinyworld.needles.needle_example``), lengths drawn
+    """``n`` one-fact needle examples (``tinyworld.needles.needle_example``), lengths drawn
     uniformly in [min_tokens, max_tokens] and depths in [0, 1] from ``random.Random(seed)``;
     ``keys`` as in ``tinyworld.retrieval`` (``tinyworld.HELD_OUT_KEYS`` for evaluation)."""
     from minidecode.tinyworld.needles import needle_example
@@ -472,18 +475,16 @@ def needle_accuracy(model, tokenizer, needles: Sequence, pattern: HeadPatterns |
     _check_int("max_new_tokens", max_new_tokens, 1)
     if not needles:
         raise ValueError("needles is empty: there is no accuracy to measure")
+    patterned = functools.partial(model, attention_pattern=pattern)   # every call masked
     hits = 0
     for needle in needles:
-        cache = model.new_cache()
         ids = torch.tensor([[*needle.document_ids, *needle.question_ids]])
-        logits = model(ids, cache=cache, attention_pattern=pattern).logits[0, -1]
+        cache, next_logits = prefill(patterned, ids, model.new_cache())
         generated = []
-        for _ in range(max_new_tokens):
-            generated.append(int(logits.argmax()))
+        for step in decode_steps(patterned, cache, next_logits):          # greedy
+            generated.append(int(step.token[0]))
             if len(generated) == max_new_tokens:
                 break
-            logits = model(torch.tensor([generated[-1:]]), cache=cache,
-                           attention_pattern=pattern).logits[0, -1]
         hits += needle_found(tokenizer, generated, needle.code)
     return hits / len(needles)
 

@@ -43,7 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidecode.tinyworld import EOS, TRIGGER
+from minidecode.generate import decode_steps, prefill, stop_token_ids
+from minidecode.tinyworld import TRIGGER
 
 __all__ = [
     "ANSWER_PHRASE",
@@ -198,13 +199,6 @@ def select_path(paths: Sequence[CoTPath], selection: str = "max") -> int:
 
 
 # ------------------------------------------------------------------------- decoding
-def stop_token_ids(tokenizer: Any) -> set[int]:
-    """Tokens that end an answer: every token holding a newline, and ``<|endoftext|>``."""
-    stops = {i for piece, i in tokenizer.get_vocab().items() if "Ċ" in piece or "\n" in piece}
-    eos = tokenizer.token_to_id(EOS)
-    return stops | ({eos} if eos is not None else set())
-
-
 def expand_cache(cache: Any, batch: int) -> Any:
     """A copy of a batch-1 ``cache`` repeated ``batch`` times along the batch dim (k branches
     share the prompt's prefill): ``cache.repeat_batch(batch)``, which minidecode's ``KVCache``
@@ -253,8 +247,8 @@ def branch_paths(model: Any, prompt_ids: Tensor, k: int, max_new_tokens: int,
     _check_k(k, model.vocab_size)
     if prompt_ids.dim() != 2 or prompt_ids.shape[0] != 1:
         raise ValueError(f"prompt_ids must have shape (1, prompt), got {tuple(prompt_ids.shape)}")
-    cache = model.new_cache()
-    first_probs = torch.softmax(model(prompt_ids, cache).logits[0, -1].float(), dim=-1)
+    cache, first_logits = prefill(model, prompt_ids)
+    first_probs = torch.softmax(first_logits[0], dim=-1)                        # (vocab,)
     first_tokens = first_probs.topk(k).indices                                  # (k,)
     rows = [first_tokens] if batched else [first_tokens[j:j + 1] for j in range(k)]
     tokens_out: list[list[int]] = []
@@ -265,15 +259,15 @@ def branch_paths(model: Any, prompt_ids: Tensor, k: int, max_new_tokens: int,
         tokens = [firsts]
         step_probs = [first_probs.expand(width, -1)]
         finished = torch.tensor([int(t) in stop_ids for t in firsts])
-        for _ in range(max_new_tokens - 1):
-            if bool(finished.all()):
-                break
-            probs = torch.softmax(model(tokens[-1][:, None], branch_cache).logits[:, -1].float(),
-                                  dim=-1)                                          # (width, vocab)
-            next_token = probs.argmax(dim=-1)
-            finished |= torch.tensor([int(t) in stop_ids for t in next_token])
-            tokens.append(next_token)
-            step_probs.append(probs)
+        if max_new_tokens > 1 and not bool(finished.all()):
+            # Each branch is then plain greedy decoding from its forced first token.
+            next_logits = model(firsts[:, None], branch_cache).logits[:, -1].float()
+            for step in decode_steps(model, branch_cache, next_logits):
+                tokens.append(step.token)
+                step_probs.append(step.probs)                                 # (width, vocab)
+                finished |= torch.tensor([int(t) in stop_ids for t in step.token])
+                if len(tokens) == max_new_tokens or bool(finished.all()):
+                    break
         all_tokens = torch.stack(tokens, dim=1)                                   # (width, len)
         all_probs = torch.stack(step_probs, dim=1)                                # (width, len, V)
         for row in range(width):
@@ -288,19 +282,18 @@ def _decode_after_phrase(model: Any, tokenizer: Any, context: list[int], max_tok
                          stop_ids: set[int]) -> tuple[list[int], Tensor]:
     """Append "The answer is" to ``context`` and decode greedily up to a full stop or a stop."""
     phrase = tokenizer.encode(ANSWER_PHRASE).ids
-    cache = model.new_cache()
-    logits = model(torch.tensor([context + phrase]), cache).logits[:, -1].float()
+    cache, next_logits = prefill(model, torch.tensor([context + phrase]))
     tokens: list[int] = []
     probs_rows: list[Tensor] = []
-    for _ in range(max_tokens):
-        probs = torch.softmax(logits, dim=-1)
-        token = int(probs.argmax())
-        piece = tokenizer.decode([token])
-        if token in stop_ids or piece.strip() in (".", ""):
-            break
-        tokens.append(token)
-        probs_rows.append(probs[0])
-        logits = model(torch.tensor([[token]]), cache).logits[:, -1].float()
+    if max_tokens > 0:
+        for step in decode_steps(model, cache, next_logits):
+            token = int(step.token[0])
+            if token in stop_ids or tokenizer.decode([token]).strip() in (".", ""):
+                break
+            tokens.append(token)
+            probs_rows.append(step.probs[0])
+            if len(tokens) == max_tokens:
+                break
     vocab = model.vocab_size
     return tokens, torch.stack(probs_rows) if probs_rows else torch.zeros(0, vocab)
 

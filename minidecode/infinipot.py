@@ -32,6 +32,7 @@ from torch import Tensor
 from minidecode.cache import KVCache
 from minidecode.cache_policies import CachePolicy, InfiniPot, Observation
 from minidecode.cache_policies.cap_nuc import catalyst_scores, infinipot_keep, novelty_scores
+from minidecode.generate import decode_steps
 from minidecode.model import Transformer
 from minidecode.tinyworld.needles import Needle, needle_example, needle_found  # noqa: F401 (re-export)
 
@@ -210,16 +211,14 @@ def answer_after_reading(model: Transformer, document_ids: list[int], question_i
         raise ValueError("document_ids is empty: there is nothing to read")
     ids = torch.tensor([list(document_ids) + list(question_ids)])
     result = read_document(model, ids, policy, room_after=max_new_tokens, **read_kwargs)
-    cache, logits = result.cache, result.next_logits
+    cache = result.cache
     generated: list[int] = []
-    for _ in range(max_new_tokens):
-        token = int(logits[0].argmax())
-        generated.append(token)
-        if len(generated) == max_new_tokens:
-            break
-        logits = model(torch.tensor([[token]]), cache=cache).logits[:, -1]
+    for step in decode_steps(model, cache, result.next_logits.float()):       # greedy
+        generated.append(int(step.token[0]))
         result.peak_entries = max(result.peak_entries, cache.length)
         result.peak_bytes = max(result.peak_bytes, cache.nbytes())
+        if len(generated) == max_new_tokens:
+            break
     return generated, result
 
 

@@ -50,6 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from minidecode.generate import generate
+from minidecode.sampling import TopP
+
 __all__ = [
     "OBJECTIVES",
     "Candidate",
@@ -174,12 +177,10 @@ def generate_candidates(model: Any, tokenizer: Any, prompt_ids: Sequence[int],
     """One candidate per setting, each sampled alone so its wall time is its own.
 
     settings: dicts with "temperature" (> 0) and optional "top_p" in (0, 1] and
-    "max_new_tokens" (<= ``max_new_tokens``), e.g. ``{"temperature": 0.7, "top_p": 0.9}``.
+    "max_new_tokens" (<= ``max_new_tokens``), e.g. ``{"temperature": 0.7, "top_p": 0.9}``: the
+    top-0.9 nucleus of the T = 0.7 distribution (temperature first, as ``generate`` applies it).
     Candidate i uses the generator seeded with ``seed + i``.
     """
-    from minidecode.generate import generate
-    from minidecode.sampling import TopP
-
     if not settings:
         raise ValueError("settings must hold at least one sampling setting, got none")
     candidates = []
@@ -276,7 +277,13 @@ class MODProcessor:
     other_prompt_ids: if given, the other model reads THIS prompt instead, followed by the tokens
     generated so far (the same model with two prompts is MOD over two "objectives").
     Call ``reset()`` (``generate`` users: build a new processor) before decoding another prompt.
+
+    Stateful (:class:`minidecode.interfaces.StatefulProcessor`): the other model's cache and the
+    count ``fed`` of tokens it has read. ``state()`` / ``restore()`` roll both back (the cache is
+    cropped), so speculative decoding can take rejected draft tokens back.
     """
+
+    stateful = True
 
     def __init__(self, other_model: Any, weight: float, prompt_length: int,
                  other_prompt_ids: Sequence[int] | None = None) -> None:
@@ -293,6 +300,16 @@ class MODProcessor:
     def reset(self) -> None:
         self.cache = self.other_model.new_cache()
         self.fed = 0                 # tokens of input_ids the other model has read
+
+    def state(self) -> int:
+        """A snapshot: how many tokens of the other model's context it has read."""
+        return self.fed
+
+    def restore(self, snapshot: int) -> None:
+        """Forget every token after the first ``snapshot`` ones (crop the other model's cache)."""
+        if snapshot < self.fed:
+            self.cache.crop(snapshot)
+            self.fed = snapshot
 
     def _other_context(self, input_ids: Tensor) -> Tensor:
         if self.other_prompt_ids is None:

@@ -3,9 +3,11 @@
 Every processor is a callable ``(input_ids (batch, t), scores (batch, vocab)) -> scores``, the
 convention of transformers' ``LogitsProcessor``. So they compose in minidecode's own loop,
 
-    generate(model, ids, 40, do_sample=True, logits_processors=[TopP(0.9), Temperature(0.8)])
+    generate(model, ids, 40, do_sample=True, temperature=0.8, logits_processors=[TopP(0.9)])
 
-and drop into ``transformers``' ``model.generate(logits_processor=LogitsProcessorList([...]))``.
+(temperature first, then the truncation, as transformers orders its warpers; as a list of
+processors that is ``[Temperature(0.8), TopP(0.9)]``), and drop into ``transformers``'
+``model.generate(logits_processor=LogitsProcessorList([...]))``.
 
 A *truncation* sampler keeps a set of tokens and sets the others' logits to ``-inf``; the softmax
 of what remains is the renormalised distribution ``p'_i = p_i / sum_{j kept} p_j``. Each class below
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor
 
 from minidecode.entropy import check_scores, entropy
-from minidecode.kernels import dispatch
+from minidecode.generate import draw
 
 __all__ = [
     "Epsilon",
@@ -333,13 +335,7 @@ def apply_processors(processors: Sequence, scores: Tensor, input_ids: Tensor | N
 def sample_next_token(scores: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Draw one token per row from ``softmax(scores)``: (batch, vocab) -> (batch,) long.
 
-    float32 scores on a CUDA device with CuPy installed are drawn by chapter 10's kernel
-    (:mod:`minidecode.kernels.min_p_top_p`, inverse CDF from ``torch.rand``): the same
-    distribution, another random stream than ``torch.multinomial``'s.
+    The decode loop's own draw (:func:`minidecode.generate.draw`), with the scores checked first.
     """
     check_scores(scores)
-    on_gpu = dispatch.sample_next_token(scores, generator)  # chapter 10's kernel, CUDA only
-    if on_gpu is not None:
-        return on_gpu
-    probs = torch.softmax(scores.float(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return draw(scores, do_sample=True, generator=generator)

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from minidecode.entropy import entropy as _entropy
-from minidecode.generate import generate
+from minidecode.generate import decode_steps, prefill, stop_token_ids
 
 __all__ = [
     "Analysis",
@@ -164,29 +164,18 @@ class SampledAnswers:
         return sequence_log_likelihood(self.log_probs, self.mask, length_normalised)
 
 
-class _StopAfter:
-    """Logits processor: a row that has emitted a stop token is forced to ``eos_id`` (so
-    ``generate`` can finish it); a stop token as the very first answer token is forbidden
-    (transformers' ``min_new_tokens=1``), so no answer is empty."""
+class _NoStopFirst:
+    """Logits processor: a stop token may not be the first answer token (transformers'
+    ``MinNewTokensLengthLogitsProcessor`` with one token), so no answer is empty."""
 
-    def __init__(self, stop_ids: Sequence[int], eos_id: int, prompt_length: int):
+    def __init__(self, stop_ids: Sequence[int], prompt_length: int):
         self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
-        self.eos_id, self.prompt_length = eos_id, prompt_length
+        self.prompt_length = prompt_length
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        if input_ids.shape[1] == self.prompt_length:
-            return scores.index_fill(-1, self.stop_ids.to(scores.device), float("-inf"))
-        stopped = torch.isin(input_ids[:, self.prompt_length:], self.stop_ids).any(dim=-1)
-        forced = torch.full_like(scores, float("-inf"))
-        forced[:, self.eos_id] = 0.0
-        return torch.where(stopped[:, None], forced, scores)
-
-
-def stop_token_ids(tokenizer: Any) -> set[int]:
-    """End of text and every token holding a newline: an answer is one line."""
-    from minidecode.tinyworld import EOS
-
-    return {i for t, i in tokenizer.get_vocab().items() if "Ċ" in t} | {tokenizer.token_to_id(EOS)}
+        if input_ids.shape[1] > self.prompt_length:
+            return scores
+        return scores.index_fill(-1, self.stop_ids.to(scores.device), float("-inf"))
 
 
 @torch.no_grad()
@@ -227,20 +216,23 @@ def sample_answers(model: Any, tokenizer: Any, prompt_ids: Sequence[int], n: int
             raise ValueError(f"temperature must be > 0 to sample, got {temperature}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    from minidecode.tinyworld import EOS
-
-    eos_id = tokenizer.token_to_id(EOS)
     stops = stop_token_ids(tokenizer)
     rows = 1 if greedy else n
     input_ids = torch.tensor([list(prompt_ids)] * rows, dtype=torch.long)
-    out = generate(model, input_ids, max_new_tokens, do_sample=not greedy,
-                   temperature=temperature,
-                   logits_processors=[_StopAfter(stops, eos_id, len(prompt_ids))],
-                   generator=torch.Generator().manual_seed(seed), eos_token_id=eos_id)
-    answers = []
-    for row in out[:, len(prompt_ids):].tolist():
-        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-        answers.append(row[:cut])
+    cache, next_logits = prefill(model, input_ids)
+    answers: list[list[int]] = [[] for _ in range(rows)]
+    done = [False] * rows
+    steps = decode_steps(model, cache, next_logits, input_ids=input_ids,
+                         processors=[_NoStopFirst(stops, len(prompt_ids))],
+                         temperature=1.0 if greedy else temperature, do_sample=not greedy,
+                         generator=torch.Generator().manual_seed(seed))
+    for n_steps, step in enumerate(steps, start=1):
+        for row, token in enumerate(step.token.tolist()):
+            if not done[row]:
+                done[row] = token in stops                   # an answer is one line
+                answers[row] += [] if done[row] else [token]
+        if all(done) or n_steps == max_new_tokens:
+            break
     log_probs, entropies, mask = score_continuations(model, prompt_ids, answers)
     tokens = torch.zeros_like(mask, dtype=torch.long)
     for i, ans in enumerate(answers):

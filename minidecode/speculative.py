@@ -41,7 +41,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from minidecode.generate import LogitsProcessor
+from minidecode.generate import decode_steps, prefill, process_scores
+from minidecode.interfaces import LogitsProcessor, is_stateful
 from minidecode.kernels import dispatch
 
 __all__ = [
@@ -164,29 +165,36 @@ def verify_draft(target_probs: Tensor, draft_probs: Tensor, draft_tokens: Tensor
 
 def processed_probs(tokens: Tensor, logits: Tensor, processors: Sequence[LogitsProcessor],
                     temperature: float = 1.0) -> Tensor:
-    """softmax(processors(logits) / temperature) for each row, row i seeing ``tokens[:, :t_i]``.
+    """softmax(processors(logits / temperature)) for each row, row i seeing ``tokens[:, :t_i]``.
 
     tokens: (1, n + k) the committed text and k drafted tokens; logits: (k + 1, vocab), the scores
     after tokens[:, :n], ..., tokens[:, :n + k]. Returns (k + 1, vocab) float probabilities, the
     very distributions ``minidecode.generate.generate`` samples from.
     """
-    return torch.softmax(_processed_scores(tokens, logits, processors) / temperature, dim=-1)
+    return torch.softmax(_processed_scores(tokens, logits, processors, temperature), dim=-1)
 
 
-def _processed_scores(tokens: Tensor, logits: Tensor,
-                      processors: Sequence[LogitsProcessor]) -> Tensor:
-    """processors(logits) for each row, row i seeing ``tokens[:, :t_i]`` (greedy: argmax)."""
-    if not processors:
-        return logits.float()
+def _processed_scores(tokens: Tensor, logits: Tensor, processors: Sequence[LogitsProcessor],
+                      temperature: float = 1.0) -> Tensor:
+    """``process_scores`` for each row in order, row i seeing ``tokens[:, :t_i]``."""
     rows = logits.shape[0]
     start = tokens.shape[1] - rows + 1
+    return torch.cat([process_scores(tokens[:, : start + i], logits[i : i + 1], processors,
+                                     temperature) for i in range(rows)], dim=0)
+
+
+def _stateful(processors: Sequence[LogitsProcessor]) -> list[Any]:
+    """The processors that declare state; one that keeps state without saying how to roll it
+    back cannot be used here (it would count rejected draft tokens as seen)."""
     out = []
-    for i in range(rows):
-        scores = logits[i : i + 1].float()
-        for processor in processors:
-            scores = processor(tokens[:, : start + i], scores)
-        out.append(scores)
-    return torch.cat(out, dim=0)
+    for processor in processors:
+        if is_stateful(processor):
+            if not all(callable(getattr(processor, name, None)) for name in ("state", "restore")):
+                raise ValueError(f"logits processor {type(processor).__name__} declares state "
+                                 "but has no state()/restore(): speculative decoding must roll "
+                                 "it back after a rejection")
+            out.append(processor)
+    return out
 
 
 # ------------------------------------------------------------------------- drafters
@@ -230,24 +238,19 @@ class ModelDrafter:
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
         drafted: list[int] = []
         probs: list[Tensor] = []
-        text = tokens
-        for _ in range(gamma):
-            new_input = text[:, self.cache.seen_tokens:]
+        if gamma > 0:
             start = time.perf_counter()
-            logits = self.model(new_input, self.cache).logits[:, -1, :].float()  # (1, vocab)
+            cache, next_logits = prefill(self.model, tokens, self.cache)
+            steps = decode_steps(self.model, cache, next_logits, input_ids=tokens,
+                                 processors=processors, temperature=temperature,
+                                 do_sample=do_sample, generator=generator)
+            for step in steps:
+                drafted.append(int(step.token[0]))
+                probs.append(step.probs[0])
+                if len(drafted) == gamma:
+                    break
             self.seconds += time.perf_counter() - start
-            self.calls += 1
-            scores = logits
-            for processor in processors:
-                scores = processor(text, scores)
-            if do_sample:
-                row = torch.softmax(scores / temperature, dim=-1)
-                token = int(torch.multinomial(row, 1, generator=generator))
-                probs.append(row[0])
-            else:
-                token = int(scores.argmax(dim=-1))
-            drafted.append(token)
-            text = torch.cat([text, torch.tensor([[token]], device=text.device)], dim=1)
+            self.calls += gamma
         draft_tokens = torch.tensor(drafted, dtype=torch.long, device=tokens.device)
         return draft_tokens, (torch.stack(probs) if do_sample and probs else None)
 
@@ -390,6 +393,7 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
                          f"{draft_vocab}, target vocab_size {target.vocab_size}): they must share "
                          "one tokenizer")
 
+    stateful = _stateful(logits_processors)
     draft.rollback(0)                 # a drafter reused from an earlier text forgets it
     stats = SpeculativeStats()
     rounds: list[Round] = []
@@ -410,6 +414,7 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
         if max_positions is not None:
             round_gamma = min(round_gamma, max_positions - committed)
         round_gamma = max(round_gamma, 0)
+        before = [p.state() for p in stateful]         # the drafts must not count as seen
         draft_tokens, draft_probs = draft.propose(
             tokens, round_gamma, do_sample=do_sample, processors=logits_processors,
             temperature=temperature, generator=generator)
@@ -422,9 +427,19 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
         logits = target(new_input, target_cache).logits[0, -(drafted + 1):, :]
         stats.target_time_s += time.perf_counter() - start
         stats.target_calls += 1
+        for processor, snapshot in zip(stateful, before):
+            processor.restore(snapshot)
 
+        # Each row's processed scores, in order; row i sees the state after rows 0..i-1.
+        after_row = []
+        scores_rows = []
+        for i in range(drafted + 1):
+            scores_rows.append(process_scores(candidate[:, : committed + i], logits[i : i + 1],
+                                              logits_processors, temperature))
+            after_row.append([p.state() for p in stateful])
+        scores = torch.cat(scores_rows, dim=0)                           # (drafted + 1, vocab)
         if do_sample:
-            target_probs = processed_probs(candidate, logits, logits_processors, temperature)
+            target_probs = torch.softmax(scores, dim=-1)
             if draft_probs is None:        # a deterministic drafter: q is a point mass
                 draft_probs = torch.nn.functional.one_hot(
                     draft_tokens, target_probs.shape[-1]).to(target_probs.dtype)
@@ -432,10 +447,12 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
                                                     draft_tokens[None], generator)
             accepted_len, next_token = int(accepted_len), int(next_token)
         else:
-            choices = _processed_scores(candidate, logits, logits_processors).argmax(dim=-1)
+            choices = scores.argmax(dim=-1)
             accepted_len = accepted_prefix_length(draft_tokens, choices)
             next_token = int(choices[accepted_len])
 
+        for processor, snapshot in zip(stateful, after_row[accepted_len]):
+            processor.restore(snapshot)              # as if only the kept tokens were seen
         rounds.append(Round(draft_tokens.tolist(), accepted_len, next_token))
         stats.drafted += drafted
         stats.accepted += accepted_len

@@ -3,7 +3,7 @@
 Three schedulers, each a logits processor ``(input_ids, scores) -> scores / T`` with ``T`` of shape
 (batch,), recording the temperatures it used in ``history`` (one (batch,) tensor per step):
 
-:class:`EDT`, entropy-based dynamic temperature (Zhang, Bao, Pu, Lou, Wen, Zhang & Shao 2024,
+:class:`EDT`, entropy-based dynamic temperature (Zhang, Bao & Huang 2024,
 "EDT: Improving Large Language Models' Generation by Entropy-based Dynamic Temperature Sampling",
 arXiv:2403.14541):
 
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from minidecode.entropy import check_scores, entropy
+from minidecode.generate import ARGMAX_BELOW, apply_temperature  # noqa: F401 (re-export)
 from minidecode.sampling import NEG_INF, _number
 
 __all__ = [
@@ -43,22 +44,6 @@ __all__ = [
     "dynamic_temperature",
     "edt_temperature",
 ]
-
-ARGMAX_BELOW = 1e-4  # a temperature this small is argmax, without dividing by (almost) zero
-
-
-def apply_temperature(scores: Tensor, temperature: Tensor) -> Tensor:
-    """``scores / temperature`` row by row; rows with ``T < 1e-4`` keep only their top token(s).
-
-    scores: (batch, vocab); temperature: (batch,) >= 0. A zero temperature is the greedy limit,
-    done as a mask rather than a division that would overflow.
-    """
-    temperature = temperature.to(scores.dtype).unsqueeze(-1)
-    greedy = temperature < ARGMAX_BELOW
-    scaled = scores / torch.where(greedy, torch.ones_like(temperature), temperature)
-    top_only = scores.masked_fill(scores < scores.amax(dim=-1, keepdim=True), NEG_INF)
-    return torch.where(greedy, top_only, scaled)
-
 
 def edt_temperature(entropy: Tensor, t0: float, n: float, theta: float) -> Tensor:
     """EDT's ``T = t0 * n^(theta / H)`` for entropies ``entropy`` (...) in nats; ``H = 0`` gives 0.
@@ -97,8 +82,15 @@ def dynamic_temperature(entropy: Tensor, n_candidates: Tensor, min_temperature: 
 
 @dataclass
 class _Scheduled:
-    """Base: subclasses give ``temperature(input_ids, scores) -> (batch,)``; this applies it."""
+    """Base: subclasses give ``temperature(input_ids, scores) -> (batch,)``; this applies it.
 
+    Stateful (:class:`minidecode.interfaces.StatefulProcessor`): ``history`` holds one (batch,)
+    tensor of temperatures per call, and a scheduler may read it (``SourceScheduler`` counts its
+    steps from it). ``state()`` / ``restore()`` let a loop that takes tokens back (speculative
+    decoding) forget the calls made on rejected tokens.
+    """
+
+    stateful = True
     history: list[Tensor] = field(default_factory=list, init=False, repr=False)
 
     def temperature(self, input_ids: Tensor, scores: Tensor) -> Tensor:  # pragma: no cover
@@ -107,6 +99,14 @@ class _Scheduled:
     def reset(self) -> None:
         """Forget the history (and any per-generation state): call before a new generation."""
         self.history.clear()
+
+    def state(self) -> int:
+        """A snapshot: the number of steps seen."""
+        return len(self.history)
+
+    def restore(self, snapshot: int) -> None:
+        """Forget every step after the first ``snapshot`` ones."""
+        del self.history[snapshot:]
 
     def trace(self) -> Tensor:
         """(steps, batch) float32: the temperatures used so far."""

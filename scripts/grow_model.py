@@ -48,7 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = load_pretrained(args.source)
     grown = grow(model, args.factor)
-    ids = torch.randint(0, model.config.vocab_size, (1, 64), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (1, 64), generator=gen)
     with torch.no_grad():
         gap = (grown(ids).logits - model(ids).logits).abs().max().item()
     print(f"{model.config.num_hidden_layers} -> {grown.config.num_hidden_layers} layers, "

@@ -5,7 +5,7 @@
 Teacher-forced on held-out retrieval documents: mean cross-entropy on the tokens of each answered
 code (chance is about ln 90 = 4.5 for the first two-digit token), the share of code tokens the
 model ranks first, and exact match of the whole code. Exact match at 0% can hide a loss that has
-started to fall; this is what to watch in the first hour of a run (CALIBRATION.md).
+started to fall; this is what to watch in the first hour of a run (trial runs showed it).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from safetensors.torch import load_model
 
 from minidecode import tinyworld as tw
 from minidecode.checkpoint import load_pretrained, save_pretrained
-from minidecode.tinyworld.evaluate import agreement, evaluate, held_out_docs, summary
 from minidecode.model import Transformer
+from minidecode.tinyworld.evaluate import agreement, evaluate, held_out_docs, summary
 from minidecode.tinyworld.train import PRESETS, model_config
 
 MODELS = Path(__file__).resolve().parents[1] / "minidecode" / "models"
@@ -92,7 +92,7 @@ def card(name: str, model: Transformer, state: dict, result: dict, command: str,
         "TinyWorld's five families (stories, retrieval, arithmetic, short-answer QA, structured "
         "text), generated on the fly: the batch of step s is a pure function of (seed, s). "
         "Byte-level BPE trained on 30,000 TinyWorld documents; digit runs are split into pairs so "
-        "that every number 0-99 is a single token. Why: ../shared/CALIBRATION.md measured that "
+        "that every number 0-99 is a single token. Why: trial runs of this recipe showed that "
         "with single-token numbers a small model learns the restated arithmetic chains in "
         "about 2.3M tokens, and digit-split numbers would make every copied operand three "
         "tokens long.",

@@ -21,8 +21,8 @@ from minidecode.cot import (
     top2_margin,
     trigger_insertion_decode,
 )
-from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.generate import generate
+from minidecode.tinyworld.evaluate import encode_prompt
 
 
 @pytest.fixture(scope="module")

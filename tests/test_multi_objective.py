@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minidecode
-from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.generate import generate
 from minidecode.multi_objective import (
     MODProcessor,
@@ -21,6 +20,7 @@ from minidecode.multi_objective import (
     score_candidates,
     weighted_sum_select,
 )
+from minidecode.tinyworld.evaluate import encode_prompt
 
 # small integer grids make ties and duplicates common, which is where the dominance rule matters
 _points = st.integers(1, 3).flatmap(lambda m: st.lists(

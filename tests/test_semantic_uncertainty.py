@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 
 import minidecode
 from minidecode.entropy import entropy
-from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.semantic_uncertainty import (
     DEFAULT_THRESHOLD,
     EmbeddingClusterer,
@@ -37,6 +36,7 @@ from minidecode.semantic_uncertainty import (
     sequence_log_likelihood,
     windowed_uncertainty,
 )
+from minidecode.tinyworld.evaluate import encode_prompt
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from transformers import (
 
 import minidecode
 from minidecode.checkpoint import MODELS_DIR
-from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 from minidecode.generate import generate
 from minidecode.hf_adapter import HFModel
 from minidecode.model import ModelConfig, Transformer
@@ -39,6 +38,7 @@ from minidecode.speculative import (
     verify_draft,
     verify_position,
 )
+from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 
 RUNS = 20_000
 P_VALUE_FLOOR = 1e-3

@@ -159,3 +159,30 @@ def test_answer_tokens_get_the_answer_weight(tokenizer):
     assert weights[0] == 1.0 and weights[-1] == 3.0
     answer = tokenizer.decode([i for i, w in zip(ids, weights) if w == 3.0])
     assert answer.strip() == "The answer is 5."
+
+
+def test_code_of_facts_put_the_key_right_before_is():
+    """style="code_of": the answer's last word before the code is the key's last word + "is",
+    and that pair occurs exactly once in the document before the answer: the fact."""
+    rng = random.Random(5)
+    for _ in range(20):
+        doc = tw.retrieval(rng, n_filler=6, n_facts=4, style="code_of")
+        key, code = doc.truth["key"], doc.truth["code"]
+        assert doc.truth["prompt"].endswith(f"The code of the {key} is")
+        body = doc.truth["prompt"][: doc.truth["prompt"].rindex("\nQ:")]
+        assert body.count(f"{key} is") == 1
+        assert f"The code of the {key} is {code}." in body
+    with pytest.raises(ValueError, match="style"):
+        tw.retrieval(rng, style="code of")
+
+
+def test_associative_recall_queries_stated_pairs():
+    rng = random.Random(2)
+    for _ in range(20):
+        doc = tw.associative_recall(rng)
+        pairs, queries = doc.text.rstrip("\n").split("\n")
+        stated = dict(re.findall(r"the (\w+ \w+) is (\d{4})\.", pairs))
+        asked = re.findall(r"the (\w+ \w+) is (\d{4})\.", queries)
+        assert asked and all(stated[k] == v for k, v in asked)
+        assert all(doc.text[a:b].strip() in stated.values() for a, b in doc.answer_spans)
+        assert not set(stated) & set(tw.HELD_OUT_KEYS)

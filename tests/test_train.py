@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +126,36 @@ def test_retriever_mixture_draws_fact_counts_and_copy_rows(tokenizer):
         one_fact += text.count("has code") == 2  # the fact, and the answer restating it
     assert 8 <= copy <= 30
     assert one_fact >= 10
+
+
+def test_recall_rows_weight_only_the_queried_codes(tokenizer):
+    import random
+
+    from minidecode.tinyworld.train import recall_row
+
+    ids, weights = recall_row(random.Random(1), tokenizer, 256)
+    assert len(ids) == len(weights) == 257
+    weighted = [tokenizer.decode([i]) for i, w in zip(ids, weights) if w > 0]
+    assert weighted and all(piece.strip().isdigit() for piece in weighted)
+
+
+def test_grown_model_computes_what_the_small_one_did():
+    import sys
+
+    import torch
+
+    import minidecode
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from grow_model import grow
+
+    small, _ = minidecode.load("tiny-draft")
+    big = grow(small, 2)
+    assert big.config.num_hidden_layers == 2 * small.config.num_hidden_layers
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, small.config.vocab_size, (2, 40), generator=gen)
+    with torch.no_grad():
+        assert torch.allclose(big(ids).logits, small(ids).logits, atol=1e-5)
+        # ... and it is a deeper model, not the same one: the copies have their own weights
+        big.layers[1].self_attn.o_proj.weight.normal_()
+        assert not torch.allclose(big(ids).logits, small(ids).logits, atol=1e-3)

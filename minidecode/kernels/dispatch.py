@@ -26,7 +26,8 @@ def _on_gpu(*tensors: Tensor) -> bool:
 
 
 def entropy_varentropy(scores: Tensor) -> tuple[Tensor, Tensor] | None:
-    """(entropy, varentropy) of softmax(scores) over the last dim by the one-pass kernel, or None."""
+    """(entropy, varentropy) of softmax(scores) over the last dim, by the one-pass kernel; or
+    None."""
     if scores.dim() < 1 or not scores.numel() or not _on_gpu(scores):
         return None
     from minidecode.kernels import softmax_entropy

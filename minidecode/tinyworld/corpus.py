@@ -20,7 +20,7 @@ Retrieval keys are ``<colour> <container>`` pairs ("the green door"). A fixed, s
 subset of the pairs never appears in training (:data:`HELD_OUT_KEYS`): every *word* of a held-out
 key is familiar, but the pair is not, so answering needs a real lookup rather than a memorised key.
 
-The arithmetic format follows ../shared/CALIBRATION.md (restated chains; a direct style that is
+The arithmetic format is the one small trial models learned fastest (restated chains; a direct style that is
 recognisable from its first token "The"; the trigger "Let's think step by step.").
 """
 

@@ -1,6 +1,7 @@
 """Measure the shipped TinyWorld models on a held-out split (a seed training never used).
 
-    python -m minidecode.tinyworld.evaluate --target tiny-target --draft tiny-draft --out results.json
+    python -m minidecode.tinyworld.evaluate --target tiny-target --draft tiny-draft \
+        --out results.json
 
 Reports, as the TinyWorld issue asks:
 
@@ -20,12 +21,14 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from minidecode import tinyworld as tw
+from minidecode.generate import decode_steps, prefill, stop_token_ids
 from minidecode.tinyworld.corpus import HELD_OUT_SEED, encode_prompt  # noqa: F401 (re-export)
 
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -33,8 +36,7 @@ FILLER_SENTENCES = (6, 14, 24, 34)  # about 110, 200, 320 and 440 tokens with th
 
 
 def _stop_ids(tokenizer) -> set[int]:
-    return {i for t, i in tokenizer.get_vocab().items() if "Ċ" in t} | {
-        tokenizer.token_to_id(tw.EOS)}
+    return stop_token_ids(tokenizer, tw.EOS)
 
 
 def _batched(items: list, size: int):
@@ -43,56 +45,24 @@ def _batched(items: list, size: int):
 
 
 @torch.no_grad()
-def greedy_batch(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
+def greedy_batch(model: Any, prompts: list[list[int]], max_new_tokens: int,
                  stop_ids: set[int]) -> list[list[int]]:
-    """Greedy continuation of several prompts at once, without a cache.
-
-    Prompts are right-padded into one tensor; because attention is causal, the padding after a
-    prompt never influences it, so each step reads the logits at each prompt's own last position.
-    Recomputing everything per step is wasteful on a CPU but cheap on a GPU for short answers.
-    """
-    device = next(model.parameters()).device
-    if device.type == "cpu":  # on a CPU, one prompt at a time with the KV cache is far cheaper
-        return [greedy_cached(model, p, max_new_tokens, stop_ids) for p in prompts]
-    lengths = [len(p) for p in prompts]
-    width = min(max(lengths) + max_new_tokens, model.config.max_position_embeddings)
-    tokens = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        tokens[i, : len(p)] = torch.tensor(p, device=device)
-    cur = torch.tensor(lengths, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    out: list[list[int]] = [[] for _ in prompts]
-    for _ in range(max_new_tokens):
-        if bool(done.all()) or int(cur.max()) >= width:
-            break
-        span = int(cur.max())
-        logits = model(tokens[:, :span]).logits  # (batch, span, vocab)
-        nxt = logits[torch.arange(len(prompts), device=device), cur - 1].argmax(-1)
-        for i in range(len(prompts)):
-            if not done[i]:
-                t = int(nxt[i])
-                out[i].append(t)
-                tokens[i, cur[i]] = t
-                if t in stop_ids:
-                    done[i] = True
-        cur = torch.where(done, cur, cur + 1)
-    return out
+    """Greedy continuation of each prompt with the KV cache, one prompt at a time (prompts differ
+    in length), up to and including the first stop token."""
+    return [greedy_cached(model, p, max_new_tokens, stop_ids) for p in prompts]
 
 
 @torch.no_grad()
-def greedy_cached(model: Transformer, prompt: list[int], max_new_tokens: int,
+def greedy_cached(model: Any, prompt: list[int], max_new_tokens: int,
                   stop_ids: set[int]) -> list[int]:
-    """Greedy continuation of one prompt with the KV cache, stopping after a stop token."""
-    cache = model.new_cache()
+    """Greedy continuation of one prompt, stopping after a stop token or at the context's end."""
     room = model.config.max_position_embeddings - len(prompt)
-    logits = model(torch.tensor([prompt]), cache=cache).logits[0, -1]
+    cache, next_logits = prefill(model, torch.tensor([prompt]))
     out: list[int] = []
-    for _ in range(min(max_new_tokens, room)):
-        token = int(logits.argmax())
-        out.append(token)
-        if token in stop_ids or len(out) == room:
+    for step in decode_steps(model, cache, next_logits):
+        out.append(int(step.token[0]))
+        if out[-1] in stop_ids or len(out) >= min(max_new_tokens, room):
             break
-        logits = model(torch.tensor([[token]]), cache=cache).logits[0, -1]
     return out
 
 
@@ -232,7 +202,8 @@ def summary(result: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from minidecode.checkpoint import load
 
-    parser = argparse.ArgumentParser(prog="python -m minidecode.tinyworld.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m minidecode.tinyworld.evaluate",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="tiny-target")
     parser.add_argument("--draft", default="tiny-draft")

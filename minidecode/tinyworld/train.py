@@ -1,8 +1,8 @@
 """Train the course's TinyWorld models: tokenizer, data packing, training loop, checkpoints.
 
-    python -m minidecode.tinyworld.train --preset quick   --out runs/quick     # a few minutes on a laptop
-    python -m minidecode.tinyworld.train --preset draft   --out runs/draft
-    python -m minidecode.tinyworld.train --preset target  --out runs/target    # use a GPU if you have one
+    python -m minidecode.tinyworld.train --preset quick  --out runs/quick   # minutes on a laptop
+    python -m minidecode.tinyworld.train --preset draft  --out runs/draft
+    python -m minidecode.tinyworld.train --preset target --out runs/target  # a GPU helps
     python -m minidecode.tinyworld.train --preset retriever --out runs/retriever \
         --init-from minidecode/models/tiny-target                     # teach it to look things up
 
@@ -12,7 +12,7 @@ pickled) and, at the end, a Hugging Face-format model directory ``final/``. Runn
 command again resumes from the checkpoint and continues the same run: the batch for step ``s`` is
 generated from ``(seed, s)`` alone, so a resumed run sees exactly the data it would have seen.
 
-Recipe (see ../shared/CALIBRATION.md and the model cards): AdamW (beta 0.9/0.95, weight decay
+Recipe (see the model cards): AdamW (beta 0.9/0.95, weight decay
 0.1 on matrices), gradient clipping 1.0, linear warm-up then cosine decay to 10%, loss weight 3 on
 answer tokens, documents packed whole into rows (a retrieval document always starts its row, so no
 two retrieval documents share a row and a question can only be about its own document's facts).
@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from minidecode import tinyworld as tw
+from minidecode.generate import stop_token_ids
+from minidecode.model import ModelConfig, Transformer
 from minidecode.tinyworld.corpus import encode_prompt
 from minidecode.tinyworld.evaluate import greedy_batch
-from minidecode.model import ModelConfig, Transformer
 
 ANSWER_WEIGHT = 3.0
 TOKENIZER_SEED = 12345  # corpus seed for the tokenizer's training sample
@@ -49,7 +50,7 @@ def train_tokenizer(vocab_size: int = 2048, n_docs: int = 30_000):
     """Byte-level BPE trained on a TinyWorld sample.
 
     Digit runs are pre-split into pairs (`` ?\\d{1,2}``), so every number 0-99 is one token
-    (" 14") and a four-digit code is two ("48", "21"). CALIBRATION.md measured that single-token
+    (" 14") and a four-digit code is two ("48", "21"). Trial runs showed that single-token
     numbers let a small model learn the restated arithmetic chains within minutes; digit-by-digit
     tokens would triple the length of every calculation the model has to copy.
     """
@@ -132,7 +133,7 @@ def copy_row(rng: random.Random, tokenizer, seq_len: int):
     """Random-token copy examples: ``<eos> x1..xn \\n x1..xn``, n in 16-48, loss on the copy only.
 
     The induction-head task ("find where the current token occurred before, predict what came
-    next") in its purest form. ../shared/CALIBRATION.md: a small model learns it in ~2M tokens on
+    next") in its purest form. In trial runs a small model learns it in ~2M tokens on
     its own, while needle retrieval inside the mixture did not form in 25M; a share of these rows
     built the lookup circuit that retrieval then reuses (tiny-retriever's card).
     """
@@ -309,8 +310,7 @@ def quick_eval(model: Transformer, tokenizer, n: int, seed: int = 999,
     accuracies on fresh documents, greedy."""
     rng = random.Random(seed)
     model.eval()
-    eos = tokenizer.token_to_id(tw.EOS)
-    newline = {i for t, i in tokenizer.get_vocab().items() if "Ċ" in t} | {eos}
+    newline = stop_token_ids(tokenizer, tw.EOS)
     result: dict[str, float] = {}
     for split, keys in (("seen", tw.TRAIN_KEYS), ("heldout", tw.HELD_OUT_KEYS)):
         docs = [tw.retrieval(rng, n_filler=rng.randint(2, 36), keys=keys, style=style)
@@ -506,7 +506,8 @@ def load_or_train_tokenizer(path: Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minidecode.tinyworld.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m minidecode.tinyworld.train",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
