@@ -159,3 +159,41 @@ def test_grown_model_computes_what_the_small_one_did():
         # ... and it is a deeper model, not the same one: the copies have their own weights
         big.layers[1].self_attn.o_proj.weight.normal_()
         assert not torch.allclose(big(ids).logits, small(ids).logits, atol=1e-3)
+
+
+def test_distillation_kl_is_zero_on_the_teacher_and_positive_elsewhere():
+    import minidecode
+    from minidecode.tinyworld.train import distillation_kl
+
+    teacher, _ = minidecode.load("tiny-draft")
+    ids = torch.randint(1, teacher.config.vocab_size, (2, 24),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        own = teacher(ids).logits
+    assert distillation_kl(teacher, ids, own).abs().max() < 1e-5
+    other = distillation_kl(teacher, ids, torch.zeros_like(own))      # a uniform student
+    assert other.shape == (2 * 24,) and bool((other > 0.1).all())
+
+
+def test_a_distilled_student_moves_towards_its_teacher(tokenizer, tmp_path):
+    """A few steps of pure distillation lower KL(teacher || student) on fresh text, while the
+    same steps of plain cross-entropy training lower it less: the soft targets are used."""
+    import minidecode
+    from minidecode.tinyworld.train import distillation_kl
+
+    with pytest.raises(ValueError, match="teacher"):   # another tokenizer: refused by name
+        train(replace(TINY, teacher="tiny-draft"), tmp_path / "bad", tokenizer=tokenizer,
+              progress=False, log=lambda *_: None)
+    teacher, tokenizer = minidecode.load("tiny-draft")
+    run = replace(TINY, max_steps=12, warmup_steps=2, lr=3e-3)
+    ids = torch.tensor([tokenizer.encode("Once upon a time, there was a happy child named Mia. "
+                                         "She went to the park.").ids])
+
+    def kl_after(cfg, out):
+        student = train(cfg, out, tokenizer=tokenizer, progress=False, log=lambda *_: None)
+        with torch.no_grad():
+            return float(distillation_kl(teacher, ids, student(ids).logits).mean())
+
+    distilled = kl_after(replace(run, teacher="tiny-draft", distill_weight=1.0), tmp_path / "kd")
+    plain = kl_after(run, tmp_path / "ce")
+    assert distilled < plain

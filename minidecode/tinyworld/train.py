@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import Tensor
 
 from minidecode import tinyworld as tw
 from minidecode.generate import stop_token_ids
@@ -241,6 +242,10 @@ class TrainConfig:
     p_recall: float = 0.0
     fact_style: str = "has_code"
     doc_weights: dict[str, float] | None = None
+    # Distillation (a draft learning from the main model): the teacher's directory or shipped
+    # name; the loss is distill_weight * KL(teacher || student) + (1 - distill_weight) * CE.
+    teacher: str | None = None
+    distill_weight: float = 1.0
     extra: dict = field(default_factory=dict)
 
 
@@ -273,6 +278,23 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=8, lr=1e-3, min_lr_ratio=1.0, warmup_steps=30, max_steps=2500,
         p_retrieval=0.45, p_copy=0.3, fact_counts=(1, 1, 1, 2, 2, 3, 4, 5, 6, 8),
         data_seed="needle", eval_every=100, eval_n=24, ckpt_every=100),
+    # The main model's drafts: one layer, width 128, from scratch on the corpus ("draft1"), or
+    # distilled from the main model's soft targets on the same corpus ("draft1-distilled").
+    "draft1": TrainConfig(
+        model=dict(hidden_size=128, intermediate_size=352, num_hidden_layers=1,
+                   num_attention_heads=4, num_key_value_heads=2),
+        batch_size=16, lr=3e-3, warmup_steps=100, max_steps=3000, p_retrieval=0.3,
+        p_copy=0.05, p_recall=0.05, fact_style="code_of",
+        doc_weights={"stories": 0.45, "arithmetic": 0.08, "qa": 0.22, "structured": 0.25},
+        data_seed="draft1", eval_every=500, eval_n=16, ckpt_every=100),
+    "draft1-distilled": TrainConfig(
+        model=dict(hidden_size=128, intermediate_size=352, num_hidden_layers=1,
+                   num_attention_heads=4, num_key_value_heads=2),
+        batch_size=16, lr=3e-3, warmup_steps=100, max_steps=3000, p_retrieval=0.3,
+        p_copy=0.05, p_recall=0.05, fact_style="code_of",
+        doc_weights={"stories": 0.45, "arithmetic": 0.08, "qa": 0.22, "structured": 0.25},
+        data_seed="draft1", eval_every=500, eval_n=16, ckpt_every=100,
+        teacher="runs/main/final", distill_weight=0.9),
     # The course's main model: 8 layers, width 256 (~6M parameters), grown from tiny-retriever
     # (scripts/grow_model.py: each layer followed by a copy whose output projections start at
     # zero, so the grown model computes exactly what tiny-retriever did) and trained on with
@@ -338,6 +360,21 @@ def quick_eval(model: Transformer, tokenizer, n: int, seed: int = 999,
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def distillation_kl(teacher: Transformer, inputs: Tensor, student_logits: Tensor) -> Tensor:
+    """Per-position KL(p_teacher || p_student) over the vocabulary, (batch * seq,).
+
+    Knowledge distillation with the teacher's soft targets (Hinton, Vinyals & Dean 2015,
+    arXiv:1503.02531); DistillSpec (Zhou et al. 2023, arXiv:2310.08461) trains speculative-
+    decoding drafts this way, since the draft's acceptance rate is what matching p_teacher buys.
+    inputs: (batch, seq) ids; student_logits: (batch, seq, vocab).
+    """
+    with torch.no_grad():
+        teacher_log_probs = F.log_softmax(teacher(inputs).logits.float(), dim=-1)
+    student_log_probs = F.log_softmax(student_logits.float(), dim=-1)
+    kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
+    return kl.reshape(-1)
+
+
 def save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int,
                     cfg: TrainConfig) -> None:
     """Weights, AdamW moments and the step, as safetensors + JSON (no pickle anywhere)."""
@@ -410,6 +447,16 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
         model.load_state_dict(start.state_dict())
         log(f"initialised from {init_from}")
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters on {dev}")
+    teacher = None
+    if cfg.teacher is not None:
+        from minidecode.checkpoint import load as load_model_by_name
+
+        teacher = load_model_by_name(cfg.teacher, device=dev)[0].eval()
+        if teacher.config.vocab_size != tokenizer.get_vocab_size():
+            raise ValueError(f"teacher={cfg.teacher!r} has vocab_size {teacher.config.vocab_size}"
+                             f" but the tokenizer has {tokenizer.get_vocab_size()}: a student "
+                             "learns from a teacher that shares its tokenizer")
+        log(f"distilling from {cfg.teacher} ({teacher.num_parameters() / 1e6:.2f}M parameters)")
     metrics_path = out / "metrics.csv"
     fields = ["step", "tokens", "elapsed_s", "loss", "lr", "retrieval_seen", "retrieval_heldout",
               "qa", "arith2_trigger", "arith2_greedy", "direct_share"]
@@ -451,6 +498,9 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
             logits = model(x[:, :-1]).logits
         nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1),
                               reduction="none")
+        if teacher is not None:
+            nll = (1 - cfg.distill_weight) * nll + cfg.distill_weight * distillation_kl(
+                teacher, x[:, :-1], logits)
         wt = w[:, 1:].reshape(-1)
         loss = (nll * wt).sum() / wt.sum()
         opt.zero_grad(set_to_none=True)
@@ -520,6 +570,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--workers", type=int, default=0, help="data-generation processes")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--teacher", default=None,
+                        help="distil from this model (directory or shipped name)")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="model directory whose weights start the run (fresh optimiser)")
     args = parser.parse_args(argv)
@@ -530,6 +582,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, batch_size=args.batch_size)
     if args.time_budget is not None:
         cfg = replace(cfg, time_budget_s=args.time_budget)
+    if args.teacher is not None:
+        cfg = replace(cfg, teacher=args.teacher)
     tok_path = args.tokenizer
     if tok_path is None:
         shipped = Path(__file__).parents[1] / "models" / "tiny-target" / "tokenizer.json"
