@@ -186,3 +186,21 @@ def test_associative_recall_queries_stated_pairs():
         assert asked and all(stated[k] == v for k, v in asked)
         assert all(doc.text[a:b].strip() in stated.values() for a, b in doc.answer_spans)
         assert not set(stated) & set(tw.HELD_OUT_KEYS)
+
+
+def test_qa_drill_answers_each_persons_last_move():
+    rng = random.Random(9)
+    for _ in range(30):
+        doc = tw.qa_drill(rng)
+        moves, *qa_lines = doc.text.split("\nQ: ")
+        last = {}
+        for name, place in re.findall(r"(\w+) (?:went to|is in|walked to) the (\w+)\.", moves):
+            last[name] = place
+        asked = []
+        for block in qa_lines:
+            name = re.match(r"Where is (\w+)\?", block).group(1)
+            answer = block.split("\nA: ")[1]
+            place = last[name]
+            assert answer.rstrip(".").endswith(f"the {place}") or answer == f"The {place}."
+            asked.append(name)
+        assert len(asked) == len(set(asked)) >= 2

@@ -20,8 +20,8 @@ Retrieval keys are ``<colour> <container>`` pairs ("the green door"). A fixed, s
 subset of the pairs never appears in training (:data:`HELD_OUT_KEYS`): every *word* of a held-out
 key is familiar, but the pair is not, so answering needs a real lookup rather than a memorised key.
 
-The arithmetic format is the one small trial models learned fastest (restated chains; a direct style that is
-recognisable from its first token "The"; the trigger "Let's think step by step.").
+The arithmetic format is the one small trial models learned fastest (restated chains; a direct
+style that is recognisable from its first token "The"; the trigger "Let's think step by step.").
 """
 
 from __future__ import annotations
@@ -417,6 +417,31 @@ def qa(rng: random.Random, answerable: bool | None = None) -> Doc:
     return Doc("qa", w.text(), w.spans, truth)
 
 
+def qa_drill(rng: random.Random, n_questions: int | None = None) -> Doc:
+    """Several "Where is X?" questions about one list of moves (training only): the same lookup
+    as :func:`qa` (the person's last stated move), asked about 2-5 different people per document
+    so that each document trains it several times without an earlier answer to copy. Answers
+    use the four phrasings of :func:`qa`."""
+    people = rng.sample(NAMES, rng.randint(2, 5))
+    movers = [*people, *(rng.choice(people) for _ in range(rng.randint(1, 6)))]
+    rng.shuffle(movers)                                    # everyone moves at least once
+    location: dict[str, str] = {}
+    sentences = []
+    for name, _ in movers:
+        place = rng.choice(PLACES)
+        location[name] = place
+        sentences.append(rng.choice([f"{name} went to the {place}.", f"{name} is in the {place}.",
+                                     f"{name} walked to the {place}."]))
+    w = _Writer()
+    w.add(" ".join(sentences))
+    n_questions = rng.randint(2, 5) if n_questions is None else n_questions
+    for name in rng.sample(sorted(location), min(n_questions, len(location))):  # distinct people
+        w.add(f"\nQ: Where is {name}?\nA:")
+        w.add(" " + rng.choice(qa_answer_variants(name, dict(NAMES)[name], location[name])),
+              answer=True)
+    return Doc("qa_drill", w.text(), w.spans)
+
+
 # ----------------------------------------------------------------------------- structured
 def structured(rng: random.Random) -> Doc:
     """A table, a list or a small program that later repeats spans of itself verbatim."""
@@ -453,7 +478,7 @@ def structured(rng: random.Random) -> Doc:
 
 # ----------------------------------------------------------------------------- mixture
 GENERATORS = {"stories": story, "retrieval": retrieval, "arithmetic": arithmetic, "qa": qa,
-              "structured": structured}
+              "structured": structured, "qa_drill": qa_drill}
 # Document probabilities, tuned so that stories are >= 30% of training tokens (see model card).
 DOC_WEIGHTS = {"stories": 0.5, "retrieval": 0.16, "arithmetic": 0.07, "qa": 0.18,
                "structured": 0.14}

@@ -306,8 +306,25 @@ PRESETS: dict[str, TrainConfig] = {
         p_retrieval=0.3, p_copy=0.1, p_recall=0.15, fact_style="code_of",
         fact_counts=(1, 2, 2, 3, 4, 4, 5, 6, 8),
         doc_weights={"stories": 0.35, "arithmetic": 0.08, "qa": 0.37, "structured": 0.2},
-        data_seed="main", eval_every=100, eval_n=24, ckpt_every=25),
+        data_seed="main", eval_every=100, eval_n=24, ckpt_every=25,
+        # From step 600 on (QA was not forming: the model answered one place for everyone),
+        # half the QA documents ask 2-5 questions about the same moves.
+        extra={"from_step": 600, "doc_weights": {"stories": 0.35, "arithmetic": 0.08,
+                                                 "qa": 0.17, "qa_drill": 0.2,
+                                                 "structured": 0.2}}),
 }
+
+
+def mixture_at(cfg: TrainConfig, step: int) -> tuple:
+    """The mixture arguments of ``build_batch`` for ``step``. ``cfg.extra`` may change the family
+    weights from a step on (``{"from_step": s, "doc_weights": {...}}``): a recorded mid-run change,
+    so a resumed run still sees exactly the data the original one did."""
+    doc_weights = cfg.doc_weights
+    if "from_step" in cfg.extra and step >= cfg.extra["from_step"]:
+        doc_weights = cfg.extra["doc_weights"]
+    if cfg.p_recall > 0 or cfg.fact_style != "has_code" or doc_weights:
+        return (cfg.p_copy, cfg.fact_counts, cfg.p_recall, cfg.fact_style, doc_weights)
+    return (cfg.p_copy, cfg.fact_counts) if cfg.p_copy > 0 or cfg.fact_counts else ()
 
 
 def model_config(cfg: TrainConfig, vocab_size: int, eos_id: int) -> ModelConfig:
@@ -466,10 +483,7 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
 
     tok_json = tokenizer.to_str()
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    mixture = (cfg.p_copy, cfg.fact_counts) if cfg.p_copy > 0 or cfg.fact_counts else ()
-    if cfg.p_recall > 0 or cfg.fact_style != "has_code" or cfg.doc_weights:
-        mixture = (cfg.p_copy, cfg.fact_counts, cfg.p_recall, cfg.fact_style, cfg.doc_weights)
-    jobs = ((data_seed, s, cfg.batch_size, cfg.seq_len, cfg.p_retrieval, *mixture)
+    jobs = ((data_seed, s, cfg.batch_size, cfg.seq_len, cfg.p_retrieval, *mixture_at(cfg, s))
             for s in range(step, 10**9))
     if num_workers > 0:
         import multiprocessing as mp
