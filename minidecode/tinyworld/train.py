@@ -307,9 +307,9 @@ PRESETS: dict[str, TrainConfig] = {
         fact_counts=(1, 2, 2, 3, 4, 4, 5, 6, 8),
         doc_weights={"stories": 0.35, "arithmetic": 0.08, "qa": 0.37, "structured": 0.2},
         data_seed="main", eval_every=100, eval_n=24, ckpt_every=25,
-        # From step 600 on (QA was not forming: the model answered one place for everyone),
+        # From step 625 on (QA was not forming: the model answered one place for everyone),
         # half the QA documents ask 2-5 questions about the same moves.
-        extra={"from_step": 600, "doc_weights": {"stories": 0.35, "arithmetic": 0.08,
+        extra={"from_step": 625, "doc_weights": {"stories": 0.35, "arithmetic": 0.08,
                                                  "qa": 0.17, "qa_drill": 0.2,
                                                  "structured": 0.2}}),
 }
