@@ -6,8 +6,9 @@
   sets, ``|A ∩ B| / |A ∪ B|``. A cheaper cousin of Self-BLEU (Zhu et al. 2018, arXiv:1802.01886):
   0 = every pair disjoint, 1 = every sample identical.
 - ``perplexity``: ``exp(mean NLL)`` of the generated tokens under a scoring model (the target),
-  a proxy for fluency: low = the model finds its own samples likely. Greedy text scores best
-  here and worst on diversity; a good sampler buys diversity cheaply in perplexity.
+  a proxy for fluency: low = the model finds its own samples likely. It counts the
+  end-of-text token unless ``count_eos=False``; chapter 01 shows why the judge of
+  :mod:`minidecode.tinyworld.judge` leaves it out, and why perplexity alone misranks greedy text.
 """
 
 from __future__ import annotations
@@ -64,12 +65,14 @@ def trim_at_eos(tokens: Tensor, prompt_length: int, eos_token_id: int | None) ->
 
 
 @torch.no_grad()
-def perplexity(model: Any, tokens: Tensor, prompt_length: int, eos_token_id: int | None = None
-               ) -> Tensor:
+def perplexity(model: Any, tokens: Tensor, prompt_length: int, eos_token_id: int | None = None,
+               count_eos: bool = True) -> Tensor:
     """(batch,) perplexity of each row's generated tokens given its prompt, under ``model``.
 
     tokens: (batch, prompt + new) as ``generate`` returns; positions after a row's first
-    ``eos_token_id`` (the padding ``generate`` adds) are not scored.
+    ``eos_token_id`` (the padding ``generate`` adds) are not scored. With ``count_eos=False`` the
+    first ``eos_token_id`` itself is not scored either (a near-certain token after "The end." that
+    flatters texts which stop early); a row with no token left to score then gets NaN.
     """
     logits = model(tokens[:, :-1]).logits.float()
     targets = tokens[:, 1:]
@@ -80,7 +83,11 @@ def perplexity(model: Any, tokens: Tensor, prompt_length: int, eos_token_id: int
         is_eos = targets == eos_token_id
         after_eos = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
         scored &= ~after_eos
+        if not count_eos:
+            scored &= ~is_eos
     mean_nll = (nll * scored).sum(dim=1) / scored.sum(dim=1).clamp(min=1)
+    if not count_eos:
+        mean_nll = mean_nll.masked_fill(scored.sum(dim=1) == 0, float("nan"))
     return mean_nll.exp()
 
 
