@@ -110,8 +110,12 @@ class AdaptiveDecoding:
     ``(H_{k-1} - H_k) / log V`` exceeds ``epsilon``; see the module docstring.
 
     Args:
-        epsilon: in (0, 1); the paper uses 1e-3 to 1e-4 for 32k-50k vocabularies. Smaller
-            keeps more.
+        epsilon: in (0, 1); smaller keeps more. Here both entropies are in nats and the gain is
+            divided by ``ln V``. The authors' code (github.com/zwhong714/adaptive_decoding,
+            ``adaptive.py``) takes the entropies in nats but divides by ``log2 V``, so its gain
+            is ``ln 2`` times ours and a threshold ``e`` there is ``e / ln 2`` here:
+            the paper's 1e-3 and 1e-4 (32k-50k vocabularies) are 1.44e-3 and 1.44e-4 on this
+            scale. :meth:`from_paper` converts.
 
     Example:
         >>> AdaptiveDecoding(0.001)(ids, torch.tensor([[5.0, 0.0, 0.0, 0.0]]))
@@ -123,6 +127,11 @@ class AdaptiveDecoding:
     def __post_init__(self) -> None:
         if not _number(self.epsilon) or not 0 < self.epsilon < 1:
             raise ValueError(f"epsilon must be in (0, 1), got {self.epsilon!r}")
+
+    @classmethod
+    def from_paper(cls, epsilon: float) -> AdaptiveDecoding:
+        """The processor that keeps what the authors' code keeps at threshold ``epsilon``."""
+        return cls(epsilon / math.log(2))
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         check_scores(scores)

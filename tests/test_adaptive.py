@@ -189,3 +189,18 @@ def test_entropix_rejects_bad_arguments():
         Entropix(entropy_threshold=0.0)
     with pytest.raises(ValueError, match="temperatures"):
         Entropix(temperatures=(0.0, 1.0, -1.0, 1.0))
+
+
+def test_from_paper_converts_the_authors_log2_scale():
+    # The authors' code: entropies in nats, the gain divided by log2 V (not ln V).
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(7)) * 2
+    vocab = logits.shape[-1]
+    probs, _ = torch.sort(torch.softmax(logits.double(), -1), descending=True)
+    k = torch.arange(1, vocab + 1, dtype=torch.float64)
+    cumulative = torch.cumsum(probs, -1)
+    a = probs * torch.log(probs * (vocab - k) / (1 - cumulative))
+    b = torch.log(((1 - cumulative) / (vocab - k)) / ((1 - cumulative + probs) / (vocab + 1 - k)))
+    code_gain = ((a + (1 - cumulative + probs) * b) / math.log2(vocab))[:, :-1]
+    gains, _ = confidence_gains(logits)
+    assert torch.allclose(code_gain, gains[:, :-1] * math.log(2), atol=1e-9)
+    assert AdaptiveDecoding.from_paper(1e-3).epsilon == pytest.approx(1e-3 / math.log(2))
