@@ -356,7 +356,8 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
                          logits_processors: Sequence[LogitsProcessor] = (),
                          generator: torch.Generator | None = None,
                          eos_token_id: int | None = None, adaptive_gamma: bool = False,
-                         max_gamma: int = 16, cache: Any = None) -> SpeculativeOutput:
+                         max_gamma: int = 16, cache: Any = None, verify: Any = None,
+                         accept_prefix: Any = None) -> SpeculativeOutput:
     """Continue ``input_ids`` (1, prompt) by up to ``max_new_tokens`` tokens, speculatively.
 
     target: a ``LanguageModel`` (minidecode ``Transformer`` or ``hf_adapter.HFModel``) whose cache
@@ -370,6 +371,13 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
         gives exactly its distribution. The processors are applied to both models' logits.
     cache: the target's cache, as in ``generate`` (it may already hold a prefix of input_ids);
         at the end it holds every token but the last one emitted. Default: ``target.new_cache()``.
+    verify, accept_prefix: your own rules, to try them inside the real loop (chapter 07's
+        exercises). ``verify(p, q, draft_token, uniform)`` as :func:`verify_position` decides each
+        position when sampling (one uniform per drafted position, then one draw from what it
+        returns at the first rejection, or from the bonus position); ``accept_prefix(draft_tokens,
+        target_tokens)`` as :func:`accepted_prefix_length` decides greedy rounds. Default: the
+        batched :func:`verify_draft` and :func:`accepted_prefix_length`; with
+        ``verify=verify_position`` the tokens are the same for the same generator.
     """
     if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError("input_ids must be a 2-d tensor of shape (1, prompt): speculative "
@@ -443,12 +451,16 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
             if draft_probs is None:        # a deterministic drafter: q is a point mass
                 draft_probs = torch.nn.functional.one_hot(
                     draft_tokens, target_probs.shape[-1]).to(target_probs.dtype)
-            accepted_len, next_token = verify_draft(target_probs[None], draft_probs[None],
-                                                    draft_tokens[None], generator)
+            if verify is None:
+                accepted_len, next_token = verify_draft(target_probs[None], draft_probs[None],
+                                                        draft_tokens[None], generator)
+            else:
+                accepted_len, next_token = _verify_one_by_one(
+                    verify, target_probs, draft_probs, draft_tokens, generator)
             accepted_len, next_token = int(accepted_len), int(next_token)
         else:
             choices = scores.argmax(dim=-1)
-            accepted_len = accepted_prefix_length(draft_tokens, choices)
+            accepted_len = (accept_prefix or accepted_prefix_length)(draft_tokens, choices)
             next_token = int(choices[accepted_len])
 
         for processor, snapshot in zip(stateful, after_row[accepted_len]):
@@ -476,6 +488,21 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
     stats.draft_calls = getattr(draft, "calls", 0) - draft_calls_before
     stats.draft_time_s = getattr(draft, "seconds", 0.0) - draft_seconds_before
     return SpeculativeOutput(tokens, stats, rounds)
+
+
+def _verify_one_by_one(verify: Any, target_probs: Tensor, draft_probs: Tensor,
+                       draft_tokens: Tensor, generator: torch.Generator | None) -> tuple[int, int]:
+    """:func:`verify_draft` for one draft, position by position with ``verify`` (a function like
+    :func:`verify_position`), drawing the same random numbers in the same order. A position is
+    accepted when ``verify`` returns the one-hot of its draft token."""
+    gamma = draft_tokens.shape[0]
+    uniforms = torch.rand(1, gamma, generator=generator, device=draft_tokens.device)[0]
+    for i in range(gamma):
+        token = int(draft_tokens[i])
+        emitted = verify(target_probs[i], draft_probs[i], token, float(uniforms[i]))
+        if not bool(emitted[token] == 1):                        # rejected: draw from emitted
+            return i, int(torch.multinomial(emitted[None], 1, generator=generator))
+    return gamma, int(torch.multinomial(target_probs[gamma][None], 1, generator=generator))
 
 
 # ------------------------------------------------------------------------- checks

@@ -197,7 +197,7 @@ def test_check_prints_the_first_failing_case_as_yours_vs_expected(
 
     assert check("00.1", forgot_the_temperature) is False
     out = capsys.readouterr().out
-    assert "case 2 failed" in out
+    assert "failed case 2 of " in out
     for label in ("input:", "yours:", "expected:"):
         assert label in out
 

@@ -16,7 +16,9 @@ indentation by::
         raise NotImplementedError()
 
 ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` regions are dropped (a cell left empty by
-that is dropped too); in markdown cells a solution region becomes ``YOUR ANSWER HERE``. Outputs,
+that is dropped too), and so are the lines holding only nbval's ``# NBVAL_CHECK_OUTPUT`` marker
+(it tells the test suite to compare a solution cell's output; a student has no use for it); in
+markdown cells a solution region becomes ``YOUR ANSWER HERE``. Outputs,
 execution counts, timing metadata and widget state are stripped; cell ids are kept, and the JSON is
 written the way nbformat writes it (sorted keys, one-space indent), so the output is byte-for-byte
 reproducible and ``build --check`` can compare it exactly.
@@ -46,6 +48,7 @@ END_HIDDEN_TESTS = "### END HIDDEN TESTS"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 TEXT_STUB = ("YOUR ANSWER HERE",)
 STRIPPED_CELL_METADATA = ("execution", "collapsed", "scrolled")
+STRIPPED_LINES = ("# NBVAL_CHECK_OUTPUT",)
 STRIPPED_NOTEBOOK_METADATA = ("widgets",)
 
 
@@ -77,7 +80,7 @@ def exercise_source(source: str, *, cell_type: str = "code") -> str:
                 raise MarkerError(f"line {number}: {marker!r} without a matching BEGIN")
             open_marker = None
             continue
-        if open_marker is None:
+        if open_marker is None and not (cell_type == "code" and marker in STRIPPED_LINES):
             kept.append(line)
     if open_marker is not None:
         raise MarkerError(f"line {open_line}: {open_marker!r} is never closed")

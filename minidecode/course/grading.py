@@ -10,8 +10,11 @@ compares the student's function with the one the course ships, case by case:
     ✓ 00.1 softmax_with_temperature: 25/25 cases passed
     True
 
-A failing function prints the first failing case as "yours vs expected" and returns False; a stub
-that still raises ``NotImplementedError`` prints "not implemented yet".
+A failing function prints the first failing case, numbered among all the cases ("failed case 7
+of 29") with the rule it tests when it has a name, as "yours vs expected", with the first position
+where they differ (equal infinities and equal NaNs count as equal); it returns False. Changing an
+input in place fails too. A stub that still raises ``NotImplementedError`` prints "not implemented
+yet". In a notebook, end the check line with ``;`` so that Jupyter does not echo the returned bool.
 
 ``python -m minidecode grade exercises/NN_name.ipynb`` executes a whole notebook in a fresh kernel
 (see :func:`grade_notebook`), then checks every exercise of chapter NN against the function of the
@@ -65,12 +68,15 @@ MAX_SHOWN_CHARS = 300
 
 
 class Case:
-    """Positional arguments of one call, e.g. ``Case(torch.tensor([1.0, 2.0]), 0.5)``."""
+    """Positional arguments of one call, e.g. ``Case(torch.tensor([1.0, 2.0]), 0.5)``, and
+    optionally the rule or role it tests, ``name="reject branch: the residual"``, which a failure
+    report names."""
 
-    __slots__ = ("args",)
+    __slots__ = ("args", "name")
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, name: str = "") -> None:
         self.args = args
+        self.name = name
 
     def __repr__(self) -> str:
         return f"Case({', '.join(_show(arg) for arg in self.args)})"
@@ -194,6 +200,8 @@ class CheckResult:
     cases_run: int = 0
     detail: str = ""
     points: int = 1
+    cases_total: int = 0  # seeded cases plus the random cases planned
+    failed_case: int = 0  # the number of the first failing case, 0 when none failed
 
     @property
     def passed(self) -> bool:
@@ -232,6 +240,9 @@ class _CaseFailed(Exception):
 def check(exercise_id: str, fn: Callable[..., Any]) -> bool:
     """Run exercise ``exercise_id``'s reference cases on ``fn``; print the verdict; return it.
 
+    In a notebook cell write ``check("00.1", softmax_with_temperature);``: the ``;`` keeps
+    Jupyter from echoing the returned bool under the verdict.
+
     Example:
         >>> check("00.1", softmax_with_temperature)
         ✓ 00.1 softmax_with_temperature: 25/25 cases passed
@@ -257,14 +268,20 @@ def run_check(ex: Exercise, fn: Callable[..., Any]) -> CheckResult:
         return result
 
     try:
-        for case in ex.seeded_cases():
+        seeded = list(ex.seeded_cases())
+        random_planned = ex.max_examples if ex.strategy is not None else 0
+        result.cases_total = len(seeded) + random_planned
+        for case in seeded:
             result.cases_run += 1
             failure = _run_case(ex, fn, case)
             if failure is not None:
                 return _failed(result, failure, case_number=result.cases_run)
             result.cases_passed += 1
-        if ex.strategy is not None and ex.max_examples > 0:
-            return _run_random_cases(ex, fn, result)
+        if random_planned > 0:
+            result = _run_random_cases(ex, fn, result)
+            if result.passed:  # hypothesis may run fewer when it runs out of distinct inputs
+                result.cases_total = result.cases_run
+            return result
     except NotImplementedError:
         result.status = "not implemented"
     except Exception as err:  # a bug in the checker itself, not in the student's function
@@ -294,12 +311,18 @@ def _run_case(ex: Exercise, fn: Callable[..., Any], case: Case) -> _Failure | No
     expected, expected_error = _call(ex.reference, case)
     if isinstance(expected_error, NotImplementedError):
         raise RuntimeError(f"reference {ex.reference.__name__} is not implemented")
+    given = copy.deepcopy(case.args)
     try:
-        yours, your_error = fn(*copy.deepcopy(case.args)), None
+        yours, your_error = fn(*given), None
     except NotImplementedError:
         raise
     except Exception as err:
         yours, your_error = None, err
+    changed = _changed_argument(ex, given, case.args)
+    if changed:
+        shown = _show(yours) if your_error is None else _raised(your_error)
+        wanted = _show(expected) if expected_error is None else _raised(expected_error)
+        return _Failure("failed", case, shown, wanted, why=changed)
 
     if expected_error is not None:
         if your_error is None:
@@ -321,6 +344,17 @@ def _run_case(ex: Exercise, fn: Callable[..., Any], case: Case) -> _Failure | No
     return None
 
 
+def _changed_argument(ex: Exercise, given: tuple[Any, ...], original: tuple[Any, ...]) -> str:
+    """Empty when the call left its arguments as they were; otherwise which one it changed."""
+    for index, (now, before) in enumerate(zip(given, original)):
+        difference = _difference(now, before, atol=0.0, rtol=0.0, labels=("now", "before"))
+        if difference:
+            name = ex.parameters[index] if index < len(ex.parameters) else f"#{index + 1}"
+            return (f"your function changed its argument {name} in place ({difference}); "
+                    "leave the inputs as they are and return a new value")
+    return ""
+
+
 def _call(function: Callable[..., Any], case: Case) -> tuple[Any, Exception | None]:
     try:
         return function(*copy.deepcopy(case.args)), None
@@ -332,14 +366,17 @@ def _failed(
     result: CheckResult, failure: _Failure, case_number: int, note: str = ""
 ) -> CheckResult:
     result.status = failure.status
+    result.failed_case = case_number
+    name = f" ({failure.case.name})" if failure.case.name else ""
+    where = f"failed case {case_number} of {result.cases_total}{name}{note}"
     lines = [
-        failure.why if failure.status == "wrong type" else f"case {case_number} failed{note}",
+        f"{failure.why} ({where})" if failure.status == "wrong type" else where,
         f"  input:    {_show_args(failure.case)}",
         f"  yours:    {failure.yours}",
         f"  expected: {failure.expected}",
     ]
     if failure.why and failure.status != "wrong type":
-        lines.append(f"  ({failure.why})")
+        lines.append(f"  problem:  {failure.why}")
     result.detail = "\n".join(lines)
     return result
 
@@ -377,7 +414,7 @@ def _run_random_cases(ex: Exercise, fn: Callable[..., Any], result: CheckResult)
         case_failed = _find_case_failed(err)
         if case_failed is None:
             raise
-        note = " (random case, shrunk to the smallest failing input found)"
+        note = ": a random case, shrunk to the smallest failing input found"
         return _failed(result, case_failed.failure, first_failure_at[0], note)
     return result
 
@@ -394,24 +431,37 @@ def _find_case_failed(err: BaseException) -> _CaseFailed | None:
     return None
 
 
-def _difference(yours: Any, expected: Any, atol: float, rtol: float) -> str:
-    """Empty when ``yours`` matches ``expected``; otherwise why not, in one line."""
+def _difference(
+    yours: Any, expected: Any, atol: float, rtol: float,
+    labels: tuple[str, str] = ("yours", "expected"),
+) -> str:
+    """Empty when ``yours`` matches ``expected``; otherwise why not, in one line. For tensors,
+    the first differing position (in row-major order) with both values; equal infinities and
+    equal NaNs count as equal."""
     torch = sys.modules.get("torch")
+    mine, theirs = labels
     if torch is not None and isinstance(expected, torch.Tensor):
         if not isinstance(yours, torch.Tensor):
             return f"expected a torch.Tensor, got {_type_name(yours)}"
         if yours.shape != expected.shape:
-            return f"shape {tuple(yours.shape)}, expected {tuple(expected.shape)}"
+            return f"shape {tuple(yours.shape)}, {theirs} {tuple(expected.shape)}"
         if yours.dtype != expected.dtype:
-            return f"dtype {yours.dtype}, expected {expected.dtype}"
+            return f"dtype {yours.dtype}, {theirs} {expected.dtype}"
+        yours_cpu, expected_cpu = yours.detach().cpu(), expected.detach().cpu()
         if expected.is_floating_point() or expected.is_complex():
-            yours_cpu, expected_cpu = yours.detach().cpu(), expected.detach().cpu()
-            if torch.allclose(yours_cpu, expected_cpu, rtol=rtol, atol=atol, equal_nan=True):
-                return ""
-            gap = (yours_cpu - expected_cpu).abs().nan_to_num(nan=math.inf)
-            worst = tuple(int(i) for i in torch.unravel_index(gap.argmax(), gap.shape))
-            return f"largest difference {gap.max().item():.3g} at index {worst}"
-        return "" if torch.equal(yours.cpu(), expected.cpu()) else "values differ"
+            # isclose counts equal infinities as close; equal_nan does the same for NaNs
+            same = torch.isclose(yours_cpu, expected_cpu, rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            same = yours_cpu == expected_cpu
+        if bool(same.all()):
+            return ""
+        first = torch.nonzero(~same)[0]
+        index = tuple(int(i) for i in first)
+        count = int((~same).sum())
+        more = count - 1
+        others = f"; {more} more position{'s differ' if more > 1 else ' differs'}" if more else ""
+        return (f"first difference at index {index}: {mine} {_scalar(yours_cpu[index])}, "
+                f"{theirs} {_scalar(expected_cpu[index])}{others}")
     if isinstance(expected, float) or (
         isinstance(expected, int) and isinstance(yours, float) and not isinstance(expected, bool)
     ):
@@ -419,12 +469,18 @@ def _difference(yours: Any, expected: Any, atol: float, rtol: float) -> str:
             return f"expected a number, got {_type_name(yours)}"
         if math.isnan(expected) and math.isnan(yours):
             return ""
-        return "" if math.isclose(yours, expected, rel_tol=rtol, abs_tol=atol) else "values differ"
+        if math.isclose(yours, expected, rel_tol=rtol, abs_tol=atol):
+            return ""
+        return f"{mine} {yours!r}, {theirs} {expected!r}"
+    if isinstance(expected, int) and not isinstance(expected, bool) and (
+        not isinstance(yours, int) or isinstance(yours, bool)
+    ):
+        return f"expected a Python int, got {_type_name(yours)} {_show(yours)}"
     if isinstance(expected, (list, tuple)):
         if type(yours) is not type(expected) or len(yours) != len(expected):
             return f"expected a {_type_name(expected)} of length {len(expected)}"
-        for index, (mine, theirs) in enumerate(zip(yours, expected)):
-            inner = _difference(mine, theirs, atol, rtol)
+        for index, (item, wanted) in enumerate(zip(yours, expected)):
+            inner = _difference(item, wanted, atol, rtol, labels)
             if inner:
                 return f"item {index}: {inner}"
         return ""
@@ -432,11 +488,33 @@ def _difference(yours: Any, expected: Any, atol: float, rtol: float) -> str:
         if not isinstance(yours, dict) or set(yours) != set(expected):
             return f"expected a dict with keys {sorted(expected, key=str)}"
         for key in expected:
-            inner = _difference(yours[key], expected[key], atol, rtol)
+            inner = _difference(yours[key], expected[key], atol, rtol, labels)
             if inner:
                 return f"key {key!r}: {inner}"
         return ""
-    return "" if yours == expected else "values differ"
+    if isinstance(expected, (set, frozenset)) and isinstance(yours, (set, frozenset)):
+        if yours == expected:
+            return ""
+        extra, missing = _sorted(yours - expected), _sorted(expected - yours)
+        return f"{mine} holds {extra} that {theirs} lacks, and lacks {missing}"
+    try:
+        same = bool(yours == expected)
+    except Exception:  # e.g. a tensor of several values compared with a number
+        same = False
+    return "" if same else "values differ"
+
+
+def _scalar(value: Any) -> str:
+    """One tensor element as a number: ``-inf``, ``0.5``, ``True``, ``3``."""
+    item = value.item()
+    return repr(item) if not isinstance(item, float) else f"{item:.6g}"
+
+
+def _sorted(values: Any) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=repr)
 
 
 def _show(value: Any) -> str:
@@ -501,8 +579,11 @@ class GradeReport:
         rows = [("exercise", "name", "points", "result")]
         for result in self.results:
             verdict = result.status
-            if result.cases_run and result.status in ("passed", "failed"):
-                verdict += f" ({result.cases_passed}/{result.cases_run} cases)"
+            if result.status == "passed" and result.cases_run:
+                total = result.cases_total or result.cases_run
+                verdict += f" ({result.cases_passed}/{total} cases)"
+            elif result.failed_case:
+                verdict += f" (case {result.failed_case} of {result.cases_total})"
             points = f"{result.earned}/{result.points}"
             rows.append((result.exercise_id, result.name, points, verdict))
         rows.append(("total", "", f"{self.earned}/{self.possible}", ""))
@@ -641,14 +722,20 @@ def grade_notebook(
 
     results = [CheckResult(**entry) for entry in recorded]
     cell_errors = []
-    for index, cell in enumerate(nb.cells[:student_cells]):
+    code_cells = [cell for cell in nb.cells[:student_cells] if cell.cell_type == "code"]
+    for number, cell in enumerate(code_cells, start=1):
+        # Code cells only, counted from the top, as a student counts them down the notebook (the
+        # execution counts JupyterLab shows depend on the student's own session).
+        which = f"(code cells counted from the top, markdown not counted; {_first_line(cell)})"
         for output in cell.get("outputs", []):
             if output.get("output_type") != "error" or output["ename"] == "NotImplementedError":
                 continue
             if output["ename"] == "KeyboardInterrupt":
-                cell_errors.append(f"cell {index + 1} ran past the {timeout} s limit; interrupted")
+                cell_errors.append(f"code cell {number} ran past the {timeout} s limit; "
+                                   f"interrupted {which}")
             else:
-                cell_errors.append(f"cell {index + 1} raised {output['ename']}: {output['evalue']}")
+                cell_errors.append(f"code cell {number} raised {output['ename']}: "
+                                   f"{output['evalue']} {which}")
     known = {result.exercise_id for result in results}
     results += [
         CheckResult(ex.exercise_id, ex.name, "missing", detail="not run", points=ex.points)
@@ -656,6 +743,15 @@ def grade_notebook(
         if ex.exercise_id not in known
     ]
     return GradeReport(path, results, cell_errors)
+
+
+def _first_line(cell: Any) -> str:
+    """``it starts "import torch"``: the first non-blank line of a cell, shortened."""
+    lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"it starts {json.dumps(text, ensure_ascii=False)}"
 
 
 def _grade_namespace(

@@ -35,8 +35,12 @@ def softmax_with_temperature_cases() -> Iterator[Case]:
     yield Case(torch.tensor([3.0]), 0.7)
     yield Case(torch.zeros(5), 1.3)
     yield Case(torch.randn(8, generator=generator), 0.8)
-    yield Case(torch.randn(3, 6, generator=generator), 1.5)  # a batch: softmax over the last dim
-    yield Case(torch.tensor([1000.0, 0.0, -1000.0]), 1.0)  # naive exp overflows to inf, then nan
+    yield Case(torch.randn(3, 6, generator=generator), 1.5,
+               name="a batch: softmax over the last dim")
+    yield Case(torch.tensor([1000.0, 0.0, -1000.0]), 1.0,
+               name="numerical stability: naive exp overflows to inf, then nan")
     yield Case(torch.tensor([5.0, 4.0]), 0.01)  # tiny temperature: almost greedy
-    yield Case(torch.tensor([1.0, 2.0]), 0.0)  # temperature must be > 0: ValueError
-    yield Case(torch.tensor([1.0, 2.0]), -1.0)
+    yield Case(torch.tensor([1.0, 2.0]), 0.0, name="temperature must be > 0: ValueError")
+    yield Case(torch.tensor([1.0, 2.0]), -1.0, name="temperature must be > 0: ValueError")
+    yield Case(torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64), 0.9,
+               name="the dtype of logits is kept (float64)")

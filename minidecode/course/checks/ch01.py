@@ -46,13 +46,17 @@ def min_p_cases() -> Iterator[Case]:
     generator = torch.Generator().manual_seed(1)
     yield Case(torch.tensor([2.0, 1.0, 0.0, -1.0]), 0.3)
     yield Case(torch.tensor([2.0, 1.0, 0.0, -1.0]), 0.05)
-    yield Case(torch.tensor([3.0, 3.0, 0.5, -4.0]), 0.5)            # a tie at the top
-    yield Case(torch.tensor([1.0, -INF, 0.5, -INF]), 0.7)           # already filtered tokens
-    yield Case(torch.randn(3, 10, generator=generator), 0.2)        # a batch: each row alone
-    yield Case(torch.tensor([0.5, 0.2, 0.1]), 0.0)                  # keeps everything
-    yield Case(torch.tensor([0.5, 0.2, 0.1]), 1.0)                  # keeps only the top
-    yield Case(torch.tensor([0.5, 0.2]), -0.1)                      # ValueError
-    yield Case(torch.tensor([0.5, 0.2]), 1.5)                       # ValueError
+    yield Case(torch.tensor([3.0, 3.0, 0.5, -4.0]), 0.5, name="a tie at the top")
+    yield Case(torch.tensor([1.0, -INF, 0.5, -INF]), 0.7, name="already filtered (-inf) tokens")
+    yield Case(torch.randn(3, 10, generator=generator), 0.2,
+               name="a batch: each row against its own top probability")
+    yield Case(torch.tensor([0.5, 0.2, 0.1]), 0.0, name="min_p = 0 keeps everything")
+    yield Case(torch.tensor([0.5, 0.2, 0.1]), 1.0,
+               name="min_p = 1 keeps the top: below means strictly below")
+    yield Case(torch.tensor([0.5, 0.2]), -0.1, name="min_p must be in [0, 1]: ValueError")
+    yield Case(torch.tensor([0.5, 0.2]), 1.5, name="min_p must be in [0, 1]: ValueError")
+    yield Case(torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.1, -3.0]], dtype=torch.float64), 0.3,
+               name="the dtype of logits is kept (float64)")
 
 
 @exercise(
@@ -66,12 +70,16 @@ def top_p_cases() -> Iterator[Case]:
     """Plain, batched, ties at the boundary, -inf, top_p = 1 and bad top_p."""
     generator = torch.Generator().manual_seed(2)
     yield Case(torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0]), 0.5)
-    yield Case(torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0]), 0.9)
+    yield Case(torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0]), 0.9,
+               name="the mass strictly before a token decides (not including it)")
     yield Case(torch.tensor([5.0, 0.0, 0.0]), 0.5)                  # the top token alone is enough
-    yield Case(torch.tensor([1.0, 1.0, 1.0, 1.0]), 0.5)             # uniform: the tie keeps all
-    yield Case(torch.tensor([2.0, 1.0, 1.0, -3.0]), 0.75)           # a tie at the boundary
-    yield Case(torch.tensor([0.0, -INF, 1.0, -INF]), 0.6)
-    yield Case(torch.randn(4, 9, generator=generator), 0.8)         # a batch
-    yield Case(torch.tensor([0.3, 0.1, -0.2]), 1.0)                 # keeps everything
-    yield Case(torch.tensor([0.3, 0.1]), 0.0)                       # ValueError
-    yield Case(torch.tensor([0.3, 0.1]), 1.2)                       # ValueError
+    yield Case(torch.tensor([1.0, 1.0, 1.0, 1.0]), 0.5, name="uniform: the tie keeps all")
+    yield Case(torch.tensor([2.0, 1.0, 1.0, -3.0]), 0.75,
+               name="a tie at the boundary: ties are never split")
+    yield Case(torch.tensor([0.0, -INF, 1.0, -INF]), 0.6, name="already filtered (-inf) tokens")
+    yield Case(torch.randn(4, 9, generator=generator), 0.8, name="a batch: each row alone")
+    yield Case(torch.tensor([0.3, 0.1, -0.2]), 1.0, name="top_p = 1 keeps everything")
+    yield Case(torch.tensor([0.3, 0.1]), 0.0, name="top_p must be in (0, 1]: ValueError")
+    yield Case(torch.tensor([0.3, 0.1]), 1.2, name="top_p must be in (0, 1]: ValueError")
+    yield Case(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, -1.0]], dtype=torch.float64), 0.6,
+               name="the dtype of logits is kept (float64)")

@@ -51,9 +51,17 @@ def entropy_varentropy_cases() -> Iterator[Case]:
     yield Case(torch.zeros(4))                                       # log 4 and 0
     yield Case(torch.tensor([2.0, 1.0, 0.0]))
     yield Case(torch.tensor([30.0, 0.0, 0.0]))                       # almost certain
-    yield Case(torch.tensor([0.0, 0.0, -INF, -INF]))                 # -inf must not give nan
-    yield Case(torch.tensor([1.0, 0.0, -INF], dtype=torch.float16))  # float16 in, float32 out
-    yield Case(torch.randn(3, 7, generator=generator) * 2)           # a batch: (3,) and (3,)
+    yield Case(torch.tensor([0.0, 0.0, -INF, -INF]), name="-inf entries contribute 0, not nan")
+    yield Case(torch.tensor([1.0, 0.0, -INF], dtype=torch.float16),
+               name="float16 in, float32 out")
+    yield Case(torch.tensor([2.0, 0.5, -1.0], dtype=torch.float64), name="float64 in, float32 out")
+    yield Case(torch.randn(3, 7, generator=generator) * 2, name="a batch: (3,) and (3,)")
+
+
+def _gain_dips_then_rises() -> torch.Tensor:
+    """Logits whose gains are Delta_2 = 0.37, Delta_3 = 0.0095 and Delta_4 = 0.019: with epsilon
+    1e-2 the count is 2, although Delta_4 > epsilon again."""
+    return torch.tensor([3.0, 2.9, 0.0, -0.1, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0])
 
 
 @exercise(
@@ -72,6 +80,9 @@ def adaptive_count_cases() -> Iterator[Case]:
     yield Case(flat_head, 1e-3)                                      # six good options
     yield Case(flat_head, 2e-2)                                      # a larger epsilon keeps fewer
     yield Case(torch.tensor([0.0, -INF, -INF, -INF]), 1e-3)         # one-hot
-    yield Case(torch.zeros(8), 1e-3)                                 # uniform: the count is 1
-    yield Case(torch.randn(3, 30, generator=generator) * 2, 1e-3)   # a batch: shape (3,)
-    yield Case(torch.tensor([1.0, 0.0]), 0.0)                        # ValueError: epsilon in (0, 1)
+    yield Case(torch.zeros(8), 1e-3, name="uniform: the count is 1")
+    yield Case(torch.randn(3, 30, generator=generator) * 2, 1e-3, name="a batch: shape (3,)")
+    yield Case(_gain_dips_then_rises(), 1e-2,
+               name="the count stops at the first k where the gain is <= epsilon")
+    yield Case(torch.tensor([1.0, 0.0]), 0.0, name="epsilon must be in (0, 1): ValueError")
+    yield Case(torch.tensor([1.0, 0.0]), 1.0, name="epsilon must be in (0, 1): ValueError")

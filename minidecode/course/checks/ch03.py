@@ -39,11 +39,12 @@ def edt_cases() -> Iterator[Case]:
     """The paper's N = 0.8, zero entropy, large entropy, bad arguments."""
     yield Case(torch.tensor([0.5, 1.0, 2.0, 4.0]), 1.0, 0.8, 1.0)
     yield Case(torch.tensor([1.0]), 0.7, 0.8, 0.5)
-    yield Case(torch.tensor([0.0, 3.0]), 1.0, 0.8, 1.0)              # H = 0: temperature 0
-    yield Case(torch.tensor([[50.0, 2.0], [0.1, 1.5]]), 1.2, 0.5, 2.0)
-    yield Case(torch.tensor([1.0]), 0.0, 0.8, 1.0)                   # ValueError: t0
-    yield Case(torch.tensor([1.0]), 1.0, 1.0, 1.0)                   # ValueError: n
-    yield Case(torch.tensor([1.0]), 1.0, 0.8, 0.0)                   # ValueError: theta
+    yield Case(torch.tensor([0.0, 3.0]), 1.0, 0.8, 1.0, name="entropy 0 gives temperature 0")
+    yield Case(torch.tensor([[50.0, 2.0], [0.1, 1.5]]), 1.2, 0.5, 2.0, name="any shape")
+    yield Case(torch.tensor([1.0]), 0.0, 0.8, 1.0, name="t0 must be > 0: ValueError")
+    yield Case(torch.tensor([1.0]), 1.0, 1.0, 1.0, name="n must be in (0, 1): ValueError")
+    yield Case(torch.tensor([1.0]), 1.0, 0.0, 1.0, name="n must be in (0, 1): ValueError")
+    yield Case(torch.tensor([1.0]), 1.0, 0.8, 0.0, name="theta must be > 0: ValueError")
 
 
 @exercise(
@@ -65,8 +66,15 @@ def dynamic_temperature_cases() -> Iterator[Case]:
     counts = torch.tensor([1000, 1000, 1000])
     yield Case(torch.tensor([0.0, full / 2, full]), counts, 0.5, 1.5, 1.0)
     yield Case(torch.tensor([0.0, full / 2, full]), counts, 0.5, 1.5, 2.0)
-    yield Case(torch.tensor([0.7, 0.0]), torch.tensor([2, 1]), 0.0, 2.0, 1.0)  # one candidate
-    yield Case(torch.tensor([1.0]), torch.tensor([10]), 1.0, 1.0, 1.0)        # a fixed T
-    yield Case(torch.tensor([1.0]), torch.tensor([10]), -0.5, 1.0, 1.0)       # ValueError
-    yield Case(torch.tensor([1.0]), torch.tensor([10]), 1.0, 0.5, 1.0)        # ValueError
-    yield Case(torch.tensor([1.0]), torch.tensor([10]), 0.5, 1.0, 0.0)        # ValueError
+    yield Case(torch.tensor([0.5, 0.0]), torch.tensor([2, 1]), 0.0, 2.0, 1.0,
+               name="one candidate: log n = 0, the fraction is 0")
+    yield Case(torch.tensor([3.0, 0.2]), torch.tensor([4, 4]), 0.5, 1.5, 1.0,
+               name="the fraction H / log n is clamped to [0, 1]")
+    yield Case(torch.tensor([1.0]), torch.tensor([10]), 1.0, 1.0, 1.0,
+               name="min_temperature = max_temperature: a fixed T")
+    yield Case(torch.tensor([1.0]), torch.tensor([10]), -0.5, 1.0, 1.0,
+               name="min_temperature must be >= 0: ValueError")
+    yield Case(torch.tensor([1.0]), torch.tensor([10]), 1.0, 0.5, 1.0,
+               name="min_temperature must be <= max_temperature: ValueError")
+    yield Case(torch.tensor([1.0]), torch.tensor([10]), 0.5, 1.0, 0.0,
+               name="exponent must be > 0: ValueError")

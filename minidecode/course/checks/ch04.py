@@ -31,7 +31,7 @@ def answer_delta_cases() -> Iterator[Case]:
     """A one-token answer, a two-token answer after confident reasoning, a flat row, bad spans."""
     probs = torch.tensor([[0.97, 0.02, 0.01], [0.5, 0.3, 0.2], [0.4, 0.4, 0.2], [0.1, 0.2, 0.7]])
     yield Case(probs, (3, 4))                      # only the last row: 0.7 - 0.2
-    yield Case(probs, (1, 3))                      # rows 1-2, not the confident row 0
+    yield Case(probs, (1, 3), name="reads only the answer's rows (1 and 2, not row 0)")
     yield Case(probs, (0, 4))
     yield Case(probs, (2, 3))                      # a tie at the top: Delta 0
     yield Case(torch.tensor([[1.0, 0.0]]), (0, 1))
@@ -39,8 +39,9 @@ def answer_delta_cases() -> Iterator[Case]:
     for _ in range(3):
         rows = torch.softmax(torch.randn(6, 20, generator=generator) * 3, dim=-1)
         yield Case(rows, (2, 5))
-    yield Case(probs, (2, 2))                      # ValueError: empty span
-    yield Case(probs, (3, 5))                      # ValueError: past the end
+    yield Case(probs, (2, 2), name="start < end: ValueError for an empty span")
+    yield Case(probs, (3, 5), name="end <= path_len: ValueError past the end")
+    yield Case(probs, (-1, 2), name="0 <= start: ValueError for a negative start")
 
 
 # 04.2 random cases: pieces drawn from words, numbers with a leading space and bare digits.
@@ -59,6 +60,6 @@ def last_number_span_cases() -> Iterator[Case]:
     yield Case([" no", " numbers", " here"])
     yield Case([])
     yield Case(["7"])
-    yield Case([" 12", " 5"])                                          # two numbers
-    yield Case([" it", " costs", " 14.", " ok"])                      # "14." is not a number piece
-    yield Case(["1", "2", "3"])                                        # one number over 3 pieces
+    yield Case([" 12", " 5"], name="a piece with a space starts a new number")
+    yield Case([" it", " costs", " 14.", " ok"], name="\"14.\" mixes digits with a dot: no number")
+    yield Case(["1", "2", "3"], name="one number over 3 pieces")

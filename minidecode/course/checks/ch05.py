@@ -22,9 +22,12 @@ _grid_points = st.integers(1, 3).flatmap(lambda m: st.lists(
 def pareto_front_cases() -> Iterator[Case]:
     """A trade-off curve, a dominated point, duplicates, all equal, one objective, one point."""
     yield Case(torch.tensor([[3.0, 1.0], [1.0, 3.0], [2.0, 2.0], [1.0, 1.0]]))
-    yield Case(torch.tensor([[3.0, 1.0], [3.0, 1.0], [2.0, 0.5]]))   # duplicates stay together
-    yield Case(torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]))   # all equal: all on the front
-    yield Case(torch.tensor([[2.0, 5.0], [2.0, 4.0]]))               # equal on one, better on one
+    yield Case(torch.tensor([[3.0, 1.0], [3.0, 1.0], [2.0, 0.5]]),
+               name="equal candidates do not dominate each other")
+    yield Case(torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]),
+               name="all equal: all on the front")
+    yield Case(torch.tensor([[2.0, 5.0], [2.0, 4.0]]),
+               name="at least as good on all, strictly better on one, dominates")
     yield Case(torch.tensor([[0.3], [0.9], [0.9], [0.1]]))
     yield Case(torch.tensor([[1.0, 2.0, 3.0]]))
     generator = torch.Generator().manual_seed(5)
@@ -51,16 +54,21 @@ def chebyshev_select_cases() -> Iterator[Case]:
     """A knee point a weighted sum misses, corner weights, a constant objective, bad weights."""
     f64 = torch.float64
     knee = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.45, 0.45]], dtype=f64)
-    yield Case(knee, torch.tensor([0.5, 0.5], dtype=f64))            # the knee, index 2
+    yield Case(knee, torch.tensor([0.5, 0.5], dtype=f64), name="the knee a weighted sum misses")
     yield Case(knee, torch.tensor([1.0, 0.0], dtype=f64))            # a corner: objective 0's best
     yield Case(knee, torch.tensor([0.0, 3.0], dtype=f64))
     yield Case(torch.tensor([[-2.0, 7.0], [-1.0, 7.0], [-3.0, 7.0]], dtype=f64),
-               torch.tensor([0.2, 0.8], dtype=f64))                   # a constant objective
+               torch.tensor([0.2, 0.8], dtype=f64), name="a constant objective becomes all 0")
     yield Case(torch.tensor([[10.0, 0.1], [0.0, 0.3], [5.0, 0.2]], dtype=f64),
-               torch.tensor([0.5, 0.5], dtype=f64))                   # scales differ: normalise
+               torch.tensor([0.5, 0.5], dtype=f64), name="scales differ: min-max normalise")
+    yield Case(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=f64),
+               torch.tensor([0.5, 0.5], dtype=f64), name="a tie: the first candidate")
+    yield Case(torch.tensor([[1.0, 0.0], [1.0, 0.5], [0.0, 1.0]], dtype=f64),
+               torch.tensor([1.0, 0.0], dtype=f64),
+               name="the 1e-6 * sum of gaps breaks a tie of the max term")
     generator = torch.Generator().manual_seed(6)
     for _ in range(3):
         yield Case(torch.randn(10, 3, generator=generator, dtype=f64),
                    torch.rand(3, generator=generator, dtype=f64) + 0.05)
-    yield Case(knee, torch.tensor([-0.5, 1.0], dtype=f64))           # ValueError: negative
-    yield Case(knee, torch.tensor([0.0, 0.0], dtype=f64))            # ValueError: all zero
+    yield Case(knee, torch.tensor([-0.5, 1.0], dtype=f64), name="a negative weight: ValueError")
+    yield Case(knee, torch.tensor([0.0, 0.0], dtype=f64), name="all weights zero: ValueError")

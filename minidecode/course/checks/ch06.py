@@ -24,7 +24,7 @@ def discrete_semantic_entropy_cases() -> Iterator[Case]:
     yield Case([0, 0, 1, 1])
     yield Case([2, 2, 2, 0, 1, 2, 2, 0, 2, 2])
     yield Case([7, 3, 7])
-    yield Case([0])                                   # fewer than 2 samples: ValueError
+    yield Case([0], name="fewer than 2 samples: ValueError")
 
 
 # 06.2 random cases: 2..30 scores from a small grid (so ties happen), both labels present.
@@ -44,14 +44,21 @@ def auroc_cases() -> Iterator[Case]:
     yield Case([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])            # 3 of 4 pairs ordered: 0.75
     yield Case([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1])             # 0
     yield Case([1.0, 2.0, 3.0, 4.0], [0, 1, 0, 1])             # 0.75
-    yield Case([0.5, 0.5, 0.5, 0.5], [0, 1, 1, 0])             # every pair tied: 0.5
-    yield Case([0.0, 1.0, 1.0, 2.0, 0.0], [0, 1, 0, 1, 1])     # ties between the classes
-    yield Case([0.3, 0.7], [1, 1])                             # no negative: ValueError
+    yield Case([0.5, 0.5, 0.5, 0.5], [0, 1, 1, 0], name="every pair tied: a tie counts 1/2")
+    yield Case([0.0, 1.0, 1.0, 2.0, 0.0], [0, 1, 0, 1, 1], name="ties between the classes")
+    yield Case([0.3, 0.7], [1, 1], name="no right answer (label 0): ValueError")
+    yield Case([0.3, 0.7], [0, 0], name="no wrong answer (label 1): ValueError")
 
 
 def within_one(a: int, b: int) -> bool:
     """Equivalent when the numbers differ by at most 1 (NOT transitive: 1 ~ 2 ~ 3, 1 !~ 3)."""
     return abs(a - b) <= 1
+
+
+def extends(representative: str, item: str) -> bool:
+    """Equivalent when ``item`` starts with ``representative`` (NOT symmetric: the order of the
+    arguments matters)."""
+    return item.startswith(representative)
 
 
 def share_a_word(a: str, b: str) -> bool:
@@ -67,9 +74,12 @@ _greedy_cases = st.builds(Case, st.lists(st.integers(0, 12), min_size=0, max_siz
           max_examples=30)
 def cluster_greedy_cases() -> Iterator[Case]:
     """Chains that a transitive closure would merge, repeats, strings, and the empty list."""
-    yield Case([1, 2, 3, 4, 10], within_one)                   # [0, 0, 1, 1, 2]
+    yield Case([1, 2, 3, 4, 10], within_one,
+               name="compare with the representative only: [0, 0, 1, 1, 2]")
     yield Case([5, 5, 5], within_one)
     yield Case([3, 9, 4, 8, 2, 1], within_one)
-    yield Case([2, 4, 3], within_one)                          # 3 joins 2's cluster, the first
+    yield Case([2, 4, 3], within_one, name="join the first matching cluster")
+    yield Case(["ab", "a", "abc", "b"], extends,
+               name="call equivalent(representative, item), in that order")
     yield Case(["in the kitchen", "tom kitchen", "tom garden", "the park"], share_a_word)
     yield Case([], within_one)

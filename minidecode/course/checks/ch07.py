@@ -38,12 +38,23 @@ def verify_position_cases() -> Iterator[Case]:
     """Accepted because p > q; accepted and rejected by the uniform; an impossible token; p == q."""
     p = torch.tensor([0.5, 0.3, 0.2])
     q = torch.tensor([0.2, 0.6, 0.2])
-    yield Case(p, q, 0, 0.99)                      # p(x) >= q(x): always accepted
-    yield Case(p, q, 1, 0.3)                       # 0.3 < 0.3 / 0.6: accepted
-    yield Case(p, q, 1, 0.7)                       # rejected: residual [1, 0, 0]
-    yield Case(torch.tensor([0.0, 0.5, 0.5]), torch.tensor([0.5, 0.25, 0.25]), 0, 0.0)  # p(x) = 0
-    yield Case(torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0.4, 0.3, 0.2, 0.1]), 0, 0.5)
-    yield Case(torch.tensor([0.25, 0.25, 0.5]), torch.tensor([0.25, 0.25, 0.5]), 2, 0.99)
+    yield Case(p, q, 0, 0.99, name="accept branch: p(x) >= q(x) is always accepted, one-hot")
+    yield Case(p, q, 1, 0.3, name="accept branch: 0.3 < 0.3 / 0.6, one-hot")
+    yield Case(p, q, 1, 0.7, name="reject branch: the residual norm(max(0, p - q))")
+    yield Case(torch.tensor([0.0, 0.5, 0.5]), torch.tensor([0.5, 0.25, 0.25]), 0, 0.0,
+               name="reject branch: p(x) = 0 is never accepted")
+    yield Case(torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0.4, 0.3, 0.2, 0.1]), 0, 0.5,
+               name="reject branch: the residual")
+    yield Case(torch.tensor([0.25, 0.25, 0.5]), torch.tensor([0.25, 0.25, 0.5]), 2, 0.99,
+               name="accept branch: p == q")
+    yield Case(torch.tensor([0.25, 0.75]), torch.tensor([0.5, 0.5]), 0, 0.5,
+               name="accept only when uniform < p(x) / q(x), strictly: 0.5 rejects")
+    yield Case(torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+               torch.tensor([0.2, 0.6, 0.2], dtype=torch.float64), 0, 0.5,
+               name="accept branch: the one-hot has the dtype of p (float64)")
+    yield Case(torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+               torch.tensor([0.2, 0.6, 0.2], dtype=torch.float64), 1, 0.9,
+               name="reject branch: the residual has the dtype of p (float64)")
     generator = torch.Generator().manual_seed(7)
     for _ in range(4):
         p = torch.softmax(torch.randn(12, generator=generator) * 2, dim=-1)
@@ -69,7 +80,8 @@ def accepted_prefix_length_cases() -> Iterator[Case]:
     """All accepted, none, some; a later match after a mismatch does not count; lists too."""
     yield Case(torch.tensor([4, 8, 15]), torch.tensor([4, 8, 15, 16]))
     yield Case(torch.tensor([4, 8, 15]), torch.tensor([5, 8, 15, 16]))
-    yield Case(torch.tensor([4, 8, 15]), torch.tensor([4, 9, 15, 16]))
+    yield Case(torch.tensor([4, 8, 15]), torch.tensor([4, 9, 15, 16]),
+               name="stop at the first disagreement: the later match does not count")
     yield Case(torch.tensor([4, 8, 15, 16]), torch.tensor([4, 8, 15, 23, 42]))
     yield Case(torch.tensor([7]), torch.tensor([7, 7]))
     yield Case([1, 2, 3, 4], [1, 2, 0, 4, 5])
@@ -89,10 +101,14 @@ _prompt_lookup_cases = st.builds(
 def find_candidate_tokens_cases() -> Iterator[Case]:
     """Longest n-gram first, latest occurrence first, fewer tokens at the end, no match."""
     yield Case([5, 6, 7, 8, 5, 6], 2, 3)            # [5, 6] at 0 -> [7, 8, 5]
-    yield Case([1, 2, 9, 1, 3, 9, 1, 2], 3, 2)      # [9,1,2] never; [1,2] at 0 -> [9, 1]
-    yield Case([4, 9, 4, 8, 4], 3, 1)               # the latest earlier 4 is at 2 -> [8]
+    yield Case([1, 2, 9, 1, 3, 9, 1, 2], 3, 2,      # [9,1,2] never; [1,2] at 0 -> [9, 1]
+               name="the longest n-gram first")
+    yield Case([4, 9, 4, 8, 4], 3, 1,               # the latest earlier 4 is at 2 -> [8]
+               name="the latest earlier occurrence")
     yield Case([1, 2, 3, 1], 2, 5)                  # only [1] matches; 3 tokens follow it
     yield Case([1, 2, 3], 3, 4)                     # nothing repeats -> []
     yield Case([3, 3], 1, 5)                        # overlapping copy -> [3]
     yield Case([7], 2, 2)                           # a single token cannot match itself
-    yield Case([2, 5, 2, 5, 2, 5], 4, 3)            # [5,2,5] at 1 -> [2, 5]
+    yield Case([2, 5, 2, 5, 2, 5], 4, 3)            # [2,5,2,5] at 0 -> [2, 5]
+    yield Case([1, 1, 2, 1, 1, 1], 2, 2,            # [1,1] at 3 overlaps the suffix -> [1]
+               name="an occurrence overlapping the suffix counts")

@@ -28,9 +28,9 @@ def sink_window_mask_cases() -> Iterator[Case]:
     """A window that covers everything; no sinks; window 1 (the diagonal); sinks and a window."""
     yield Case(6, 0, 6)                                     # full causal
     yield Case(8, 0, 3)                                     # sliding window only
-    yield Case(8, 2, 1)                                     # two sinks and the diagonal
+    yield Case(8, 2, 1, name="window 1: the diagonal (the query itself), plus two sinks")
     yield Case(10, 3, 4)
-    yield Case(5, 8, 2)                                     # more sinks than tokens
+    yield Case(5, 8, 2, name="more sinks than tokens: still causal")
     yield Case(0, 2, 2)                                     # an empty sequence
 
 
@@ -64,9 +64,10 @@ def missed_mass_cases() -> Iterator[Case]:
                              [0.5, 0.5, 0.0, 0.0],
                              [0.2, 0.3, 0.5, 0.0],
                              [0.1, 0.2, 0.3, 0.4]]])
-    yield Case(weights, _mask(4, 4, 0, 2))                  # queries 2, 3 lose keys: (0.2+0.5)/2
+    yield Case(weights, _mask(4, 4, 0, 2),                  # queries 2, 3 lose keys: (0.2+0.5)/2
+               name="queries that lose nothing are left out of the mean")
     yield Case(weights, _mask(4, 4, 1, 1))
-    yield Case(weights, _mask(4, 4, 0, 4))                  # nothing dropped: 0
+    yield Case(weights, _mask(4, 4, 0, 4), name="nothing dropped: zeros")
     yield Case(_attention(2, 12, 12, 1), _mask(12, 12, 2, 4))
     yield Case(_attention(3, 4, 20, 2), _mask(4, 20, 1, 5))
 
@@ -88,5 +89,6 @@ def choose_local_heads_cases() -> Iterator[Case]:
     yield Case(scores, 0.5)                                 # {(0, 1), (1, 0)}
     yield Case(scores, 0.0)
     yield Case(scores, 1.0)
-    yield Case(torch.arange(10.0).flip(0).reshape(2, 5), 0.3)
+    yield Case(torch.arange(10.0).flip(0).reshape(2, 5), 0.3,
+               name="round(0.3 * 10) = 3 heads, the lowest scores")
     yield Case(torch.randperm(32, generator=_generator(4)).reshape(4, 8).float(), 0.75)

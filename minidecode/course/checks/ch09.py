@@ -35,7 +35,9 @@ def novelty_scores_cases() -> Iterator[Case]:
     logits = torch.tensor([[[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
     yield Case(logits, torch.tensor([[2, 1, 0]]))           # token 1 after a uniform step: log 3
     yield Case(logits, torch.tensor([[0, 0, 2]]))           # token 2 predicted with certainty
-    yield Case(torch.zeros(1, 1, 4), torch.tensor([[3]]))   # one token: nothing predicted it
+    yield Case(torch.zeros(1, 1, 4), torch.tensor([[3]]), name="the first token scores 0")
+    yield Case(torch.tensor([[[200.0, 0.0], [0.0, 0.0]]]), torch.tensor([[0, 1]]),
+               name="log_softmax: a softmax then a log gives inf for a very unlikely token")
     yield Case(torch.randn(2, 6, 5, generator=_generator(0)), torch.randint(0, 5, (2, 6)))
 
 
@@ -57,9 +59,9 @@ def catalyst_scores_cases() -> Iterator[Case]:
     """One head; heads sharing a KV head are summed; the catalyst's self-attention is dropped."""
     weights = torch.tensor([[[[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]]]])  # 1 head, 2 catalyst queries
     yield Case(weights, 1, 1)
-    yield Case(weights, 2, 1)
+    yield Case(weights, 2, 1, name="the catalyst's attention to itself is dropped")
     four = torch.softmax(torch.randn(2, 4, 3, 8, generator=_generator(3)), dim=-1)
-    yield Case(four, 5, 2)                                   # heads 0,1 -> KV 0; heads 2,3 -> 1
+    yield Case(four, 5, 2, name="query heads 0, 1 share KV head 0; heads 2, 3 share KV head 1")
     yield Case(four, 5, 4)
     yield Case(four, 5, 1)
 
@@ -84,7 +86,7 @@ def infinipot_keep_cases() -> Iterator[Case]:
     yield Case(nuc, cap, 3, 0.0)                             # by CaP: entries 0, 1, 3
     yield Case(nuc, cap, 3, 1.0)                             # by NuC: entries 0, 2, 5
     yield Case(nuc, cap, 4, 0.5)                             # NuC 0, 2; then CaP 3, 1
-    yield Case(nuc, nuc, 4, 0.5)                             # same scores: no entry twice
+    yield Case(nuc, nuc, 4, 0.5, name="CaP fills in among the entries NuC did not take")
     two = torch.rand(2, 1, 2, 9, generator=_generator(5))
     yield Case(two[0], two[1], 5, 0.4)
 
@@ -104,6 +106,6 @@ def _reset_cases(draw: st.DrawFn) -> Case:
 def context_reset_positions_cases() -> Iterator[Case]:
     """Already in order; out of order; per head; one entry."""
     yield Case(torch.tensor([[[0, 1, 2, 3]]]))
-    yield Case(torch.tensor([[[7, 3, 90, 12]]]))
-    yield Case(torch.tensor([[[5, 900, 17], [40, 2, 3]]]))
+    yield Case(torch.tensor([[[7, 3, 90, 12]]]), name="out of order: ranks, not argsort")
+    yield Case(torch.tensor([[[5, 900, 17], [40, 2, 3]]]), name="each row on its own")
     yield Case(torch.tensor([[[1234]]]))
