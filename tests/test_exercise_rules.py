@@ -137,8 +137,9 @@ def _entropy(logits):
     return entropy, (probs * deviation**2).sum(dim=-1)
 
 
-def entropy_input_dtype(logits):  # float32 whatever the input dtype
-    return _entropy(logits.float() if logits.dtype == torch.float16 else logits)
+def entropy_input_dtype(logits):  # float32 whatever the input dtype, float16 included
+    entropy, varentropy = _entropy(logits.float())
+    return entropy.to(logits.dtype), varentropy.to(logits.dtype)
 
 
 def entropy_nan_on_minus_inf(logits):  # -inf entries contribute 0, not nan
