@@ -54,9 +54,12 @@ def _proxy_or_skip() -> None:
     if not (node and npm):
         pytest.skip("node and npm are not installed, so configurable-http-proxy cannot run "
                     "(apt-get install nodejs npm)")
+    major = subprocess.run([node, "-p", "process.versions.node.split('.')[0]"],
+                           capture_output=True, text=True, timeout=30).stdout.strip()
+    # configurable-http-proxy 5 needs node >= 20; 4.6 runs on older ones (Debian 12 has 18).
+    package = "configurable-http-proxy" if int(major or 0) >= 20 else "configurable-http-proxy@^4.6"
     install = subprocess.run(
-        [npm, "install", "--prefix", str(REPO / ".hub"), "--no-audit", "--no-fund",
-         "configurable-http-proxy"],
+        [npm, "install", "--prefix", str(REPO / ".hub"), "--no-audit", "--no-fund", package],
         capture_output=True, text=True, timeout=300,
     )
     assert install.returncode == 0 and LOCAL_PROXY.exists(), install.stderr[-2000:]

@@ -108,8 +108,13 @@ def _test_cell_source(exercise_id: str, name: str, points: int) -> str:
     )
 
 
-def nbgrader_notebook(solution: dict[str, Any], chapter: str) -> dict[str, Any]:
-    """A copy of a solution notebook (JSON) with nbgrader's cell metadata, outputs cleared."""
+def nbgrader_notebook(
+    solution: dict[str, Any], chapter: str, filename: str | None = None
+) -> dict[str, Any]:
+    """A copy of a solution notebook (JSON) with nbgrader's cell metadata, outputs cleared.
+
+    With ``filename``, markdown that tells the student to grade ``exercises/<filename>`` or
+    ``work/<filename>`` names ``chNN/<filename>`` instead, where nbgrader puts the notebook."""
     from minidecode.course.grading import exercises_for_chapter
 
     exercises = exercises_for_chapter(chapter)
@@ -123,6 +128,11 @@ def nbgrader_notebook(solution: dict[str, Any], chapter: str) -> dict[str, Any]:
             meta.pop(key, None)
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
+        elif filename:
+            for folder in ("exercises", "work"):
+                source = source.replace(f"{folder}/{filename}",
+                                        f"{assignment_name(chapter)}/{filename}")
+            cell["source"] = source
         match = CHECK_CALL.search(source) if cell["cell_type"] == "code" else None
         if match:
             exercise_id = match["id"]
@@ -203,7 +213,7 @@ def build_course(
         except ValueError:
             continue  # a chapter without graded exercises is no assignment
         solution = json.loads(path.read_text(encoding="utf-8"))
-        nb = nbgrader_notebook(solution, chapter)
+        nb = nbgrader_notebook(solution, chapter, path.name)
         folder = course / "source" / assignment_name(chapter)
         if folder.exists():
             shutil.rmtree(folder)
