@@ -26,6 +26,7 @@ from minidecode.generate import generate
 __all__ = [
     "distinct_n",
     "perplexity",
+    "plot_tradeoff",
     "sample_batch",
     "self_similarity",
     "story_prompts",
@@ -120,3 +121,45 @@ def story_prompts(n: int, seed: int = 0) -> list[str]:
 
     rng = random.Random(seed)
     return [tinyworld.story(rng).text.split(". ")[0] + "." for _ in range(n)]
+
+
+def plot_tradeoff(results: dict, sweeps: Sequence[str], title: str = "") -> Any:
+    """The quality-diversity figure of ``benchmarks/bench_sampling.py``'s results (a dict as in
+    ``benchmarks/results/sampling.json``): judge validity (left) and judge perplexity (right)
+    against distinct-2, one line per sweep in ``sweeps`` with 95% bootstrap bars, its first
+    parameter value drawn as a larger hollow marker. No text labels on the points, so none can
+    overlap; the legend names each sweep and its parameter range. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    rows = (len(sweeps) + 1) // 2
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.22 * rows), sharex=True)
+    markers = "osD^v<>pPX*h"
+    colours = plt.get_cmap("tab10" if len(sweeps) <= 10 else "tab20")
+    for i, name in enumerate(sweeps):
+        sweep = results["sweeps"][name]
+        points = [results["configs"][c] for c in sweep["configs"]]
+        x = [p["distinct_2"] for p in points]
+        values = [str(p["value"]) for p in points]
+        label = name if len(values) == 1 else f"{name}: {sweep['parameter']} " + \
+            " → ".join(values)
+        for ax, metric in ((left, "validity"), (right, "judge_perplexity")):
+            y = [p[metric] for p in points]
+            style = dict(color=colours(i), marker=markers[i % len(markers)], ms=5, lw=1.2)
+            ax.errorbar([v[0] for v in x], [v[0] for v in y],
+                        xerr=[[v[0] - v[1] for v in x], [v[2] - v[0] for v in x]],
+                        yerr=[[v[0] - v[1] for v in y], [v[2] - v[0] for v in y]],
+                        capsize=2, elinewidth=0.6, label=label if ax is left else None, **style)
+            ax.plot(x[0][0], y[0][0], marker=style["marker"], ms=11, mfc="none",
+                    color=style["color"])
+    left.set_ylabel("judge validity (higher = better)")
+    right.set_ylabel("judge perplexity (lower = likelier)")
+    for ax in (left, right):
+        ax.set_xlabel("distinct-2 (higher = more diverse)")
+        ax.grid(alpha=0.3)
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    n = results["n_prompts"] * results["per_prompt"]
+    fig.suptitle(title or f"{n} samples per point ({results['n_prompts']} prompts x "
+                 f"{results['per_prompt']}, up to {results['new_tokens']} tokens); "
+                 "bars: 95% bootstrap intervals", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03 + 0.22 * rows / fig.get_figheight(), 1, 1))
+    return fig
