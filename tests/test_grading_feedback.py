@@ -28,7 +28,8 @@ from minidecode.course.grading import (
 
 REPO = Path(__file__).resolve().parent.parent
 INF = float("inf")
-POINTER = re.compile(r"first difference at index \(([\d, ]*)\): yours (\S+), expected (\S+?)(?:[;\s]|$)")
+POINTER = re.compile(r"first difference at index \(([\d, ]*)\): "
+                     r"yours (\S+), expected (\S+?)(?:[;\s]|$)")
 
 
 # --------------------------------------------------------------------------- the pointer
