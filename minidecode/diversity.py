@@ -134,11 +134,27 @@ def plot_tradeoff(results: dict, sweeps: Sequence[str], title: str = "") -> Any:
     rows = (len(sweeps) + 1) // 2
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.22 * rows), sharex=True)
     markers = "osD^v<>pPX*h"
+    # A rule far left of the rest (greedy's distinct-2 is near 0) would squeeze every other point
+    # into a corner: it is drawn at the left edge with its value written next to it.
+    xs = sorted(results["configs"][c]["distinct_2"][0] for name in sweeps
+                for c in results["sweeps"][name]["configs"])
+    gaps = [(b - a, b) for a, b in zip(xs, xs[1:])]
+    cut = max(gaps)[1] if gaps and max(gaps)[0] > 0.5 * (xs[-1] - xs[0]) else xs[0]
+    x_min = cut - 0.05 * (xs[-1] - cut + 1e-9) - 0.01
     colours = plt.get_cmap("tab10" if len(sweeps) <= 10 else "tab20")
     for i, name in enumerate(sweeps):
         sweep = results["sweeps"][name]
         points = [results["configs"][c] for c in sweep["configs"]]
         x = [p["distinct_2"] for p in points]
+        if max(v[0] for v in x) < cut:                      # off the left edge
+            for ax, metric in ((left, "validity"), (right, "judge_perplexity")):
+                y = points[0][metric][0]
+                ax.plot(x_min, y, marker="<", ms=9, color=colours(i), clip_on=False,
+                        label=f"{name} (distinct-2 {x[0][0]:.2f}, off the left edge)"
+                        if ax is left else None)
+                ax.annotate(f"{name}: {x[0][0]:.2f}", (x_min, y), xytext=(6, -14),
+                            textcoords="offset points", fontsize=8, color=colours(i))
+            continue
         values = [str(p["value"]) for p in points]
         label = name if len(values) == 1 else f"{name}: {sweep['parameter']} " + \
             " → ".join(values)
@@ -154,6 +170,7 @@ def plot_tradeoff(results: dict, sweeps: Sequence[str], title: str = "") -> Any:
     left.set_ylabel("judge validity (higher = better)")
     right.set_ylabel("judge perplexity (lower = likelier)")
     for ax in (left, right):
+        ax.set_xlim(left=x_min)
         ax.set_xlabel("distinct-2 (higher = more diverse)")
         ax.grid(alpha=0.3)
     fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
