@@ -1,9 +1,11 @@
 """End to end in a real browser: widgets exist only there.
 
-Starts JupyterLab on loopback (empty token), opens a chapter notebook in headless Chromium through
-Playwright, runs all cells, moves a playground's slider with the keyboard and asserts that what the
-playground shows (its printed readout and its plot) changed. A chapter with a playground adds one
-line to PLAYGROUNDS.
+Starts JupyterLab on loopback (empty token) the way ``make lab`` does, serving the repository
+root (``--ServerApp.root_dir=<repo>``), with autosave off so that nothing is written back. It opens
+a chapter notebook in headless Chromium through Playwright, runs all cells, moves a playground's
+slider with the keyboard and asserts that what the playground shows (its printed readout and its
+plot) changed. A chapter with a playground adds one line to PLAYGROUNDS. A second test opens an
+exercise notebook from the file browser, as a student does after ``make lab``.
 
 Chromium is Debian's package (`apt-get install chromium`, /usr/bin/chromium); Playwright's own
 browser download is not used. Without Chromium the test is skipped, except under CI=true, where it
@@ -36,6 +38,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # (notebook, the slider's description, how many ArrowRight presses to move it)
 PLAYGROUNDS = [
     ("notebooks/00_tour.ipynb", "temperature", 6),
+    ("notebooks/02_adaptive_decoding.ipynb", "epsilon", 6),
+    ("notebooks/03_temperature_scheduling.ipynb", "theta", 5),
+    ("notebooks/10_gpu_kernels.ipynb", "top-p", 2),
 ]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -63,12 +68,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def jupyter_lab() -> Iterator[tuple[str, Path]]:
-    """A JupyterLab server on 127.0.0.1 serving a scratch copy of the repository's notebooks."""
+    """A JupyterLab server on 127.0.0.1 serving the repository root, as ``make lab`` does.
+
+    Its configuration, runtime files, workspaces and settings live in a scratch folder; the
+    settings turn autosave off, so running a notebook in the browser never rewrites it.
+    """
     _require_browser()
     scratch = Path(tempfile.mkdtemp(prefix="minidecode-browser-"))
-    for folder in ("notebooks", "solutions", "exercises"):
-        if (REPO / folder).is_dir():
-            shutil.copytree(REPO / folder, scratch / folder)
+    settings = scratch / ".settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text('{"autosave": false}\n')
     port = _free_port()
     env = {
         **os.environ,
@@ -82,7 +91,7 @@ def jupyter_lab() -> Iterator[tuple[str, Path]]:
     command = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
         "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-        f"--ServerApp.root_dir={scratch}", "--LabApp.expose_app_in_browser=True",
+        f"--ServerApp.root_dir={REPO}", "--LabApp.expose_app_in_browser=True",
         "--LabApp.news_url=None", f"--LabApp.workspaces_dir={scratch / '.workspaces'}",
         f"--LabApp.user_settings_dir={scratch / '.settings'}",
     ]
@@ -91,7 +100,7 @@ def jupyter_lab() -> Iterator[tuple[str, Path]]:
     log_path = scratch / "jupyter.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
-            command, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -177,7 +186,7 @@ def _run_playground(page, url: str, slider: str, presses: int) -> None:
     page.wait_for_function(
         "([el, before]) => el.innerText.trim() !== before && el.querySelector('img')",
         arg=[playground.locator(".jp-OutputArea").element_handle(), before_text],
-        timeout=60_000,
+        timeout=240_000,  # the kernel finishes the cells after the playground first
     )
     after_text = _settled_text(playground.locator(".jp-OutputArea"))
     after_value = readout.inner_text().strip()
@@ -187,6 +196,43 @@ def _run_playground(page, url: str, slider: str, presses: int) -> None:
     assert after_value != before_value, f"the slider readout stayed at {before_value}"
     assert after_text != before_text, f"the playground still prints {before_text!r}"
     assert after_image and after_image != before_image, "the plot was not redrawn"
+
+
+def test_exercise_opens_from_the_file_browser(jupyter_lab: tuple[str, Path], tmp_path: Path
+                                              ) -> None:
+    from playwright.sync_api import sync_playwright
+
+    base_url, _ = jupyter_lab
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{base_url}/lab", wait_until="domcontentloaded", timeout=120_000)
+            page.wait_for_function("() => window.jupyterapp", timeout=120_000)
+            page.evaluate("async () => { await window.jupyterapp.restored;"
+                          " await window.jupyterapp.commands.execute('filebrowser:activate'); }")
+            listing = page.locator(".jp-FileBrowser .jp-DirListing-item")
+            for folder in ("exercises", "notebooks"):          # both at the root, as in make lab
+                listing.filter(has_text=folder).first.wait_for(timeout=120_000)
+            listing.filter(has_text="exercises").first.dblclick()
+            exercise = listing.filter(has_text="01_decode_loop.ipynb").first
+            exercise.wait_for(timeout=60_000)
+            exercise.dblclick()
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.context"
+                " && window.jupyterapp.shell.currentWidget.context.path"
+                " === 'exercises/01_decode_loop.ipynb'",
+                timeout=120_000,
+            )
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
 
 
 def _settled_text(locator, *, quiet_seconds: float = 1.0, limit_seconds: float = 30.0) -> str:
