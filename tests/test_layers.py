@@ -31,7 +31,8 @@ CHAPTER = {
     "infinipot": 9, "cache_policies": 9,
 }
 # Tools built on the chapters: TinyWorld's trainer and evaluator, then the course machinery.
-TOOLS = {"tinyworld.train": 20, "tinyworld.evaluate": 20, "course": 30, "__main__": 40}
+TOOLS = {"tinyworld.train": 20, "tinyworld.evaluate": 20, "tinyworld.judge": 20, "course": 30,
+         "__main__": 40}
 
 
 def module_name(path: Path) -> str:
