@@ -17,7 +17,7 @@ removed (``minidecode.speculative.residual_probs`` of p and onehot(x)).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -57,18 +57,23 @@ class PromptLookupDrafter:
     """A ``Drafter`` (see ``minidecode.speculative``) that looks the continuation up in the text.
 
     max_ngram: the longest suffix to look up (>= 1). ``calls`` stays 0: no model runs.
+    find: a function like :func:`find_candidate_tokens` (chapter 07's exercise) to use instead,
+        so your own lookup runs inside ``speculative_generate``.
     """
 
-    def __init__(self, max_ngram: int = 3):
+    def __init__(self, max_ngram: int = 3, find: Callable[..., Sequence[int]] | None = None):
         if isinstance(max_ngram, bool) or not isinstance(max_ngram, int) or max_ngram < 1:
             raise ValueError(f"max_ngram must be an int >= 1, got {max_ngram!r}")
+        if find is not None and not callable(find):
+            raise ValueError(f"find must be a function like find_candidate_tokens, got {find!r}")
         self.max_ngram = max_ngram
+        self.find = find_candidate_tokens if find is None else find
         self.calls = 0
         self.seconds = 0.0
 
     def propose(self, tokens: Tensor, gamma: int, **_: Any) -> tuple[Tensor, None]:
         """tokens: (1, n). Returns (k,) long with 0 <= k <= gamma, and None (a point mass)."""
-        found = find_candidate_tokens(tokens[0], self.max_ngram, gamma) if gamma > 0 else []
+        found = list(self.find(tokens[0], self.max_ngram, gamma)) if gamma > 0 else []
         return torch.tensor(found, dtype=torch.long, device=tokens.device), None
 
     def rollback(self, length: int) -> None:

@@ -70,3 +70,21 @@ def test_accept_prefix_hook_in_greedy_rounds(pair):
     tokens, accepted = greedy(accept_prefix=never_accept)
     assert tokens == default_tokens  # greedy output does not depend on the rule's speed ...
     assert set(accepted) == {0} and accepted != default_accepted  # ... but the rounds do
+
+
+def test_prompt_lookup_takes_your_find_function():
+    """PromptLookupDrafter(find=...) runs the student's lookup in the real loop: the package's own
+    function gives the same tokens, one that never finds anything drafts nothing."""
+    from minidecode import load
+    from minidecode.prompt_lookup import PromptLookupDrafter, find_candidate_tokens
+
+    model, tokenizer = load("tiny-target")
+    text = "| Tom | park | 4 |\n| Mia | beach | 7 |\n| Tom |"
+    ids = torch.tensor([[0, *tokenizer.encode(text).ids]])
+    default = speculative_generate(model, PromptLookupDrafter(), ids, 12)
+    yours = speculative_generate(model, PromptLookupDrafter(find=find_candidate_tokens), ids, 12)
+    assert yours.tokens.tolist() == default.tokens.tolist() and default.stats.drafted > 0
+    never = speculative_generate(model, PromptLookupDrafter(find=lambda *_: []), ids, 12)
+    assert never.tokens.tolist() == default.tokens.tolist() and never.stats.drafted == 0
+    with pytest.raises(ValueError, match="find"):
+        PromptLookupDrafter(find="lookup")
