@@ -140,7 +140,9 @@ def test_playground_slider_changes_the_output(
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            _run_playground(page, f"{base_url}/lab/tree/{notebook}", slider, presses)
+            # ?reset: a fresh workspace, so the tabs an earlier test left open (JupyterLab keeps
+            # them in the server's workspace) do not come back and take the focus
+            _run_playground(page, f"{base_url}/lab/tree/{notebook}?reset", slider, presses)
             page.screenshot(path=str(tmp_path / "after.png"))
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
@@ -209,7 +211,7 @@ def test_exercise_opens_from_the_file_browser(jupyter_lab: tuple[str, Path], tmp
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{base_url}/lab", wait_until="domcontentloaded", timeout=120_000)
+            page.goto(f"{base_url}/lab?reset", wait_until="domcontentloaded", timeout=120_000)
             page.wait_for_function("() => window.jupyterapp", timeout=120_000)
             page.evaluate("async () => { await window.jupyterapp.restored;"
                           " await window.jupyterapp.commands.execute('filebrowser:activate'); }")
