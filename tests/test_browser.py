@@ -14,6 +14,7 @@ fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -124,6 +125,24 @@ def jupyter_lab() -> Iterator[tuple[str, Path]]:
             server.kill()
         shutil.rmtree(scratch, ignore_errors=True)
 
+@contextlib.contextmanager
+def _lab_page(tmp_path: Path) -> Iterator:
+    """A Chromium page at notebook width; a full-page screenshot is kept if the test fails."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield page
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
 
 @pytest.mark.parametrize(
     ("notebook", "slider", "presses"), PLAYGROUNDS, ids=[entry[0] for entry in PLAYGROUNDS]
@@ -131,24 +150,12 @@ def jupyter_lab() -> Iterator[tuple[str, Path]]:
 def test_playground_slider_changes_the_output(
     jupyter_lab: tuple[str, Path], notebook: str, slider: str, presses: int, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     base_url, _ = jupyter_lab
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            # ?reset: a fresh workspace, so the tabs an earlier test left open (JupyterLab keeps
-            # them in the server's workspace) do not come back and take the focus
-            _run_playground(page, f"{base_url}/lab/tree/{notebook}?reset", slider, presses)
-            page.screenshot(path=str(tmp_path / "after.png"))
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with _lab_page(tmp_path) as page:
+        # ?reset: a fresh workspace, so the tabs an earlier test left open (JupyterLab keeps
+        # them in the server's workspace) do not come back and take the focus
+        _run_playground(page, f"{base_url}/lab/tree/{notebook}?reset", slider, presses)
+        page.screenshot(path=str(tmp_path / "after.png"))
 
 
 def _run_playground(page, url: str, slider: str, presses: int) -> None:
@@ -202,39 +209,27 @@ def _run_playground(page, url: str, slider: str, presses: int) -> None:
 
 def test_exercise_opens_from_the_file_browser(jupyter_lab: tuple[str, Path], tmp_path: Path
                                               ) -> None:
-    from playwright.sync_api import sync_playwright
-
     base_url, _ = jupyter_lab
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+    with _lab_page(tmp_path) as page:
+        page.goto(f"{base_url}/lab?reset", wait_until="domcontentloaded", timeout=120_000)
+        page.wait_for_function("() => window.jupyterapp", timeout=120_000)
+        page.evaluate("async () => { await window.jupyterapp.restored;"
+                      " await window.jupyterapp.commands.execute('filebrowser:activate'); }")
+        listing = page.locator(".jp-FileBrowser .jp-DirListing-item")
+        for folder in ("exercises", "notebooks"):          # both at the root, as in make lab
+            listing.filter(has_text=folder).first.wait_for(timeout=120_000)
+        listing.filter(has_text="exercises").first.dblclick()
+        exercise = listing.filter(has_text="01_decode_loop.ipynb").first
+        exercise.wait_for(timeout=60_000)
+        exercise.dblclick()
+        page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.context"
+            " && window.jupyterapp.shell.currentWidget.context.path"
+            " === 'exercises/01_decode_loop.ipynb'",
+            timeout=120_000,
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(f"{base_url}/lab?reset", wait_until="domcontentloaded", timeout=120_000)
-            page.wait_for_function("() => window.jupyterapp", timeout=120_000)
-            page.evaluate("async () => { await window.jupyterapp.restored;"
-                          " await window.jupyterapp.commands.execute('filebrowser:activate'); }")
-            listing = page.locator(".jp-FileBrowser .jp-DirListing-item")
-            for folder in ("exercises", "notebooks"):          # both at the root, as in make lab
-                listing.filter(has_text=folder).first.wait_for(timeout=120_000)
-            listing.filter(has_text="exercises").first.dblclick()
-            exercise = listing.filter(has_text="01_decode_loop.ipynb").first
-            exercise.wait_for(timeout=60_000)
-            exercise.dblclick()
-            page.wait_for_function(
-                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                " && window.jupyterapp.shell.currentWidget.context"
-                " && window.jupyterapp.shell.currentWidget.context.path"
-                " === 'exercises/01_decode_loop.ipynb'",
-                timeout=120_000,
-            )
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
 
 
 def _settled_text(locator, *, quiet_seconds: float = 1.0, limit_seconds: float = 30.0) -> str:
