@@ -417,13 +417,16 @@ def qa(rng: random.Random, answerable: bool | None = None) -> Doc:
     return Doc("qa", w.text(), w.spans, truth)
 
 
-def qa_drill(rng: random.Random, n_questions: int | None = None) -> Doc:
+def qa_drill(rng: random.Random, n_questions: int | None = None,
+             single_move: bool = False) -> Doc:
     """Several "Where is X?" questions about one list of moves (training only): the same lookup
     as :func:`qa` (the person's last stated move), asked about 2-5 different people per document
     so that each document trains it several times without an earlier answer to copy. Answers
-    use the four phrasings of :func:`qa`."""
+    use the four phrasings of :func:`qa`. ``single_move``: everyone moves exactly once, so the
+    lookup has one match (the easy first half of a curriculum)."""
     people = rng.sample(NAMES, rng.randint(2, 5))
-    movers = [*people, *(rng.choice(people) for _ in range(rng.randint(1, 6)))]
+    extra_moves = 0 if single_move else rng.randint(1, 6)
+    movers = [*people, *(rng.choice(people) for _ in range(extra_moves))]
     rng.shuffle(movers)                                    # everyone moves at least once
     location: dict[str, str] = {}
     sentences = []

@@ -170,18 +170,39 @@ def recall_row(rng: random.Random, tokenizer, seq_len: int):
     return ids + [eos] * pad, weights + [0.0] * pad
 
 
+def qa_row(rng: random.Random, tokenizer, seq_len: int, p_single: float = 0.5):
+    """Rows of "Where is X?" drills (``tinyworld.qa_drill``), packed whole, loss on the answers
+    only: the person's last stated move, trained many times a row. ``p_single``: the share of
+    drills in which everyone moves once (one match to find rather than the latest of several)."""
+    ids: list[int] = []
+    weights: list[float] = []
+    while True:
+        doc = tw.qa_drill(rng, single_move=rng.random() < p_single)
+        i, w = encode_doc(tokenizer, doc)
+        if len(ids) + len(i) > seq_len + 1:
+            break
+        ids += i
+        weights += [x if x > 1.0 else 0.0 for x in w]
+    pad = seq_len + 1 - len(ids)
+    eos = tokenizer.token_to_id(tw.EOS)
+    return ids + [eos] * pad, weights + [0.0] * pad
+
+
 def mixture_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float, p_copy: float,
                 fact_counts: tuple[int, ...] | None, p_recall: float = 0.0,
-                style: str = "has_code", doc_weights: dict[str, float] | None = None):
-    """With ``p_copy`` a copy row, with ``p_recall`` an associative-recall row, with
-    ``p_retrieval`` a retrieval row (facts from ``fact_counts``, worded in ``style``), otherwise
-    a row of the other families drawn with ``doc_weights``."""
+                style: str = "has_code", doc_weights: dict[str, float] | None = None,
+                p_qa: float = 0.0, p_single: float = 0.5):
+    """With ``p_copy`` a copy row, with ``p_recall`` an associative-recall row, with ``p_qa`` a
+    row of QA drills, with ``p_retrieval`` a retrieval row (facts from ``fact_counts``, worded
+    in ``style``), otherwise a row of the other families drawn with ``doc_weights``."""
     u = rng.random()
     if u < p_copy:
         return copy_row(rng, tokenizer, seq_len)
     if u < p_copy + p_recall:
         return recall_row(rng, tokenizer, seq_len)
-    if u < p_copy + p_recall + p_retrieval:
+    if u < p_copy + p_recall + p_qa:
+        return qa_row(rng, tokenizer, seq_len, p_single)
+    if u < p_copy + p_recall + p_qa + p_retrieval:
         return retrieval_row(rng, tokenizer, seq_len, fact_counts, style, doc_weights)
     return _fill_row(rng, tokenizer, seq_len, [], [], doc_weights)
 
@@ -302,24 +323,41 @@ PRESETS: dict[str, TrainConfig] = {
         fact_counts=(1, 2, 2, 3, 4, 4, 5, 6, 8),
         doc_weights={"stories": 0.35, "arithmetic": 0.08, "qa": 0.37, "structured": 0.2},
         data_seed="main", eval_every=100, eval_n=24, ckpt_every=25,
-        # From step 625 on (QA was not forming: the model answered one place for everyone),
-        # half the QA documents ask 2-5 questions about the same moves.
-        extra={"from_step": 625, "doc_weights": {"stories": 0.35, "arithmetic": 0.08,
-                                                 "qa": 0.17, "qa_drill": 0.2,
-                                                 "structured": 0.2}}),
+        extra={"stages": [
+            # From step 625 on (QA was not forming: the model answered one place for everyone),
+            # half the QA documents ask 2-5 questions about the same moves.
+            {"from_step": 625, "doc_weights": {"stories": 0.35, "arithmetic": 0.08, "qa": 0.17,
+                                               "qa_drill": 0.2, "structured": 0.2}},
+            # From step 1500 on (QA still at chance: p(place) uniform over the 12 places, even
+            # when the context states the move in the answer's own words), 30% of rows are QA
+            # drills with loss on the answers only, half of them with one move per person.
+            {"from_step": 1500, "p_copy": 0.05, "p_recall": 0.1, "p_retrieval": 0.25,
+             "p_qa": 0.3, "p_single": 0.5}]}),
 }
 
 
 def mixture_at(cfg: TrainConfig, step: int) -> tuple:
-    """The mixture arguments of ``build_batch`` for ``step``. ``cfg.extra`` may change the family
-    weights from a step on (``{"from_step": s, "doc_weights": {...}}``): a recorded mid-run change,
-    so a resumed run still sees exactly the data the original one did."""
-    doc_weights = cfg.doc_weights
-    if "from_step" in cfg.extra and step >= cfg.extra["from_step"]:
-        doc_weights = cfg.extra["doc_weights"]
+    """The arguments of ``build_batch`` for ``step`` after the batch size and length:
+    ``(p_retrieval, *mixture)``. ``cfg.extra["stages"]`` lists recorded mid-run changes, each
+    ``{"from_step": s, ...}`` overriding fields (``doc_weights``, ``p_copy``, ``p_recall``,
+    ``p_retrieval``, ``p_qa``, ``p_single``) from step s on, so a resumed run still sees exactly
+    the data the original one did."""
+    fields = {"p_copy": cfg.p_copy, "p_recall": cfg.p_recall, "p_retrieval": cfg.p_retrieval,
+              "doc_weights": cfg.doc_weights, "p_qa": 0.0, "p_single": 0.5}
+    for stage in cfg.extra.get("stages", []):
+        if step >= stage["from_step"]:
+            fields.update({k: v for k, v in stage.items() if k != "from_step"})
+    p_retrieval = fields["p_retrieval"]
+    if fields["p_qa"] > 0:
+        return (p_retrieval, fields["p_copy"], cfg.fact_counts, fields["p_recall"],
+                cfg.fact_style, fields["doc_weights"], fields["p_qa"], fields["p_single"])
+    doc_weights = fields["doc_weights"]
     if cfg.p_recall > 0 or cfg.fact_style != "has_code" or doc_weights:
-        return (cfg.p_copy, cfg.fact_counts, cfg.p_recall, cfg.fact_style, doc_weights)
-    return (cfg.p_copy, cfg.fact_counts) if cfg.p_copy > 0 or cfg.fact_counts else ()
+        return (p_retrieval, cfg.p_copy, cfg.fact_counts, cfg.p_recall, cfg.fact_style,
+                doc_weights)
+    if cfg.p_copy > 0 or cfg.fact_counts:
+        return (p_retrieval, cfg.p_copy, cfg.fact_counts)
+    return (p_retrieval,)
 
 
 def model_config(cfg: TrainConfig, vocab_size: int, eos_id: int) -> ModelConfig:
@@ -478,7 +516,7 @@ def train(cfg: TrainConfig, out: Path, tokenizer=None, device: str | None = None
 
     tok_json = tokenizer.to_str()
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    jobs = ((data_seed, s, cfg.batch_size, cfg.seq_len, cfg.p_retrieval, *mixture_at(cfg, s))
+    jobs = ((data_seed, s, cfg.batch_size, cfg.seq_len, *mixture_at(cfg, s))
             for s in range(step, 10**9))
     if num_workers > 0:
         import multiprocessing as mp
