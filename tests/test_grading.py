@@ -127,6 +127,33 @@ def test_solution_region_becomes_a_stub_at_the_marker_indentation() -> None:
     )
 
 
+def test_a_given_region_replaces_the_stub_with_the_buggy_code_uncommented() -> None:
+    source = (
+        "def f(x):\n"
+        "    ### BEGIN SOLUTION\n"
+        "    ### BEGIN GIVEN\n"
+        "    # y = x  # the bug\n"
+        "    #\n"
+        "    # return y\n"
+        "    ### END GIVEN\n"
+        "    return x + 1\n"
+        "    ### END SOLUTION\n"
+        "\n"
+        "z = 2"
+    )
+    assert exercise_source(source) == (
+        "def f(x):\n"
+        "    y = x  # the bug\n"
+        "\n"
+        "    return y\n"
+        "\n"
+        "z = 2"
+    )
+    namespace: dict = {}
+    exec(source, namespace)  # the solution runs the fix only: the given lines are comments
+    assert namespace["f"](1) == 2
+
+
 def test_hidden_tests_are_dropped_and_markdown_answers_stubbed() -> None:
     source = "check('00.1', f)\n### BEGIN HIDDEN TESTS\nassert f(1) == 2\n### END HIDDEN TESTS\n"
     assert exercise_source(source) == "check('00.1', f)\n"
@@ -141,6 +168,12 @@ def test_hidden_tests_are_dropped_and_markdown_answers_stubbed() -> None:
         "x = 1\n### END SOLUTION\n",
         "### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION\n",
         "### BEGIN HIDDEN TESTS\nx = 1\n### END SOLUTION\n",
+        "### BEGIN GIVEN\n# x = 1\n### END GIVEN\n",
+        "### BEGIN SOLUTION\n### BEGIN GIVEN\n# x = 1\n### END SOLUTION\n",
+        "### BEGIN SOLUTION\n### BEGIN GIVEN\nx = 1\n### END GIVEN\n### END SOLUTION\n",
+        "### BEGIN SOLUTION\n### END GIVEN\n### END SOLUTION\n",
+        ("### BEGIN SOLUTION\n### BEGIN GIVEN\n### END GIVEN\n### BEGIN GIVEN\n"
+         "### END GIVEN\n### END SOLUTION\n"),
     ],
 )
 def test_unbalanced_markers_are_an_error(source: str) -> None:
@@ -251,6 +284,18 @@ def test_check_is_reproducible(capsys: pytest.CaptureFixture[str]) -> None:
 # --------------------------------------------------------------------------- grading proofs
 
 
+def _functions_with_given_code(solution: dict) -> set[str]:
+    """The names of the functions defined in code cells holding a ``### BEGIN GIVEN`` region."""
+    import re
+
+    names: set[str] = set()
+    for cell in solution["cells"]:
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] == "code" and "### BEGIN GIVEN" in source:
+            names.update(re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE))
+    return names
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=SOLUTION_IDS)
 def test_every_solution_notebook_scores_full_marks(solution: Path) -> None:
@@ -275,9 +320,12 @@ def test_every_fresh_exercise_notebook_scores_zero_on_each_exercise(
     )
     report = grade_notebook(fresh, workdir=REPO / "exercises")
     assert report.results, "no exercise was graded"
+    given = _functions_with_given_code(json.loads(solution.read_text(encoding="utf-8")))
     for result in report.results:
         assert not result.passed, f"{result.exercise_id} passes on the stub: its check is too weak"
-        assert result.status == "not implemented", f"{result.exercise_id}: {result.detail}"
+        # a find-the-bug exercise starts from the given buggy code, which its check must fail
+        expected = "failed" if result.name in given else "not implemented"
+        assert result.status == expected, f"{result.exercise_id}: {result.detail}"
     assert report.earned == 0
 
 

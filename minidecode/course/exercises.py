@@ -15,6 +15,25 @@ indentation by::
         # YOUR CODE HERE
         raise NotImplementedError()
 
+A find-the-bug exercise hands the student a buggy first attempt instead of the stub: inside the
+solution region, a ``### BEGIN GIVEN`` ... ``### END GIVEN`` region holds the given code, each
+line commented out with ``# `` (so the solution notebook runs only the fix below it)::
+
+    def pareto_front_first_attempt(scores):
+        ### BEGIN SOLUTION
+        ### BEGIN GIVEN
+        # dominated = (other >= me).all()
+        ### END GIVEN
+        dominated = (other >= me).all() and (other > me).any()
+        ### END SOLUTION
+
+becomes, in the exercise notebook, the given lines uncommented in place of the stub (the first
+``#`` after the marker's indentation and one space after it are removed; the rest of the solution
+region is dropped)::
+
+    def pareto_front_first_attempt(scores):
+        dominated = (other >= me).all()
+
 ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` regions are dropped (a cell left empty by
 that is dropped too), and so are the lines holding only nbval's ``# NBVAL_CHECK_OUTPUT`` marker
 (it tells the test suite to compare a solution cell's output; a student has no use for it); in
@@ -43,6 +62,8 @@ __all__ = ["MarkerError", "build", "exercise_notebook", "exercise_source", "rend
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
+BEGIN_GIVEN = "### BEGIN GIVEN"
+END_GIVEN = "### END GIVEN"
 BEGIN_HIDDEN_TESTS = "### BEGIN HIDDEN TESTS"
 END_HIDDEN_TESTS = "### END HIDDEN TESTS"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -57,13 +78,36 @@ class MarkerError(ValueError):
 
 
 def exercise_source(source: str, *, cell_type: str = "code") -> str:
-    """``source`` with solution regions stubbed out and hidden-test regions removed."""
+    """``source`` with solution regions stubbed out (or replaced by their given code) and
+    hidden-test regions removed."""
     stub = CODE_STUB if cell_type == "code" else TEXT_STUB
     kept: list[str] = []
     open_marker: str | None = None
     open_line = 0
+    solution_at = 0  # where in ``kept`` the open solution region's stub or given code goes
+    solution_indent = ""
+    given: list[str] | None = None  # the given lines of the open solution region, uncommented
+    given_open = False
+    given_indent = ""
     for number, line in enumerate(source.splitlines(keepends=True), start=1):
         marker = line.strip()
+        if marker in (BEGIN_GIVEN, END_GIVEN):
+            if cell_type != "code" or open_marker != BEGIN_SOLUTION:
+                raise MarkerError(f"line {number}: {marker!r} outside a code solution region")
+            if marker == BEGIN_GIVEN:
+                if given is not None:
+                    raise MarkerError(f"line {number}: a second {BEGIN_GIVEN!r} in one solution "
+                                      f"region (line {open_line})")
+                given, given_open = [], True
+                given_indent = line[: len(line) - len(line.lstrip())]
+            elif not given_open:
+                raise MarkerError(f"line {number}: {marker!r} without a matching BEGIN")
+            else:
+                given_open = False
+            continue
+        if given_open:
+            given.append(_uncommented(line, given_indent, number))
+            continue
         if marker in (BEGIN_SOLUTION, BEGIN_HIDDEN_TESTS):
             if open_marker is not None:
                 raise MarkerError(
@@ -71,23 +115,44 @@ def exercise_source(source: str, *, cell_type: str = "code") -> str:
                 )
             open_marker, open_line = marker, number
             if marker == BEGIN_SOLUTION:
-                indent = line[: len(line) - len(line.lstrip())]
-                kept.extend(f"{indent}{stub_line}\n" for stub_line in stub)
+                solution_at = len(kept)
+                solution_indent = line[: len(line) - len(line.lstrip())]
+                given = None
             continue
         if marker in (END_SOLUTION, END_HIDDEN_TESTS):
             expected_end = END_SOLUTION if open_marker == BEGIN_SOLUTION else END_HIDDEN_TESTS
             if open_marker is None or marker != expected_end:
                 raise MarkerError(f"line {number}: {marker!r} without a matching BEGIN")
+            if open_marker == BEGIN_SOLUTION:
+                replacement = given if given is not None else [
+                    f"{solution_indent}{stub_line}\n" for stub_line in stub
+                ]
+                kept[solution_at:solution_at] = replacement
             open_marker = None
             continue
         if open_marker is None and not (cell_type == "code" and marker in STRIPPED_LINES):
             kept.append(line)
+    if given_open:
+        raise MarkerError(f"{BEGIN_GIVEN!r} is never closed")
     if open_marker is not None:
         raise MarkerError(f"line {open_line}: {open_marker!r} is never closed")
     text = "".join(kept)
     if not source.endswith("\n") and text.endswith("\n"):
         text = text[:-1]
     return text
+
+
+def _uncommented(line: str, indent: str, number: int) -> str:
+    """A given line without its comment: ``indent + "# " + code`` becomes ``indent + code``."""
+    if not line.strip():
+        return line
+    if not line.startswith(indent + "#"):
+        raise MarkerError(f"line {number}: a given line must be commented out with '# ' at the "
+                          f"indentation of {BEGIN_GIVEN!r}, got {line.rstrip()!r}")
+    rest = line[len(indent) + 1:]
+    if rest.startswith(" "):
+        rest = rest[1:]
+    return indent + rest if rest.strip() else "\n"
 
 
 def exercise_notebook(solution: dict[str, Any], *, generated_from: str = "") -> dict[str, Any]:
