@@ -96,6 +96,7 @@ class Exercise:
     points: int = 1
     atol: float = 1e-5
     rtol: float = 1e-4
+    stateful: tuple[str, ...] = ()  # parameters whose objects the call may change (see exercise)
 
     @property
     def chapter(self) -> str:
@@ -117,6 +118,7 @@ def exercise(
     points: int = 1,
     atol: float = 1e-5,
     rtol: float = 1e-4,
+    stateful: tuple[str, ...] = (),
 ) -> Callable[[Callable[[], Iterable[Case]]], Exercise]:
     """Decorate a function yielding seeded :class:`Case` objects to declare an exercise.
 
@@ -130,6 +132,10 @@ def exercise(
         max_examples: how many random cases hypothesis draws (>= 0).
         points: the exercise's weight in ``grade`` (>= 1).
         atol, rtol: float tolerances, as in ``torch.allclose``.
+        stateful: names of the reference's parameters that hold objects stateful by design (a
+            cache policy remembers what it saw and what it kept), which the call may change; every
+            other argument must be left as it was. A model (``torch.nn.Module``) argument is
+            compared by its weights.
     """
     if not EXERCISE_ID.match(exercise_id):
         raise ValueError(f"exercise_id must look like '03.2', got {exercise_id!r}")
@@ -137,6 +143,10 @@ def exercise(
         raise ValueError(f"max_examples must be >= 0, got {max_examples}")
     if points < 1:
         raise ValueError(f"points must be >= 1, got {points}")
+    unknown = set(stateful) - set(inspect.signature(reference).parameters)
+    if unknown:
+        raise ValueError(f"stateful must name parameters of {reference.__name__}, got "
+                         f"{sorted(unknown)}")
 
     def declare(seeded_cases: Callable[[], Iterable[Case]]) -> Exercise:
         return Exercise(
@@ -150,6 +160,7 @@ def exercise(
             points=points,
             atol=atol,
             rtol=rtol,
+            stateful=tuple(stateful),
         )
 
     return declare
@@ -347,6 +358,8 @@ def _run_case(ex: Exercise, fn: Callable[..., Any], case: Case) -> _Failure | No
 def _changed_argument(ex: Exercise, given: tuple[Any, ...], original: tuple[Any, ...]) -> str:
     """Empty when the call left its arguments as they were; otherwise which one it changed."""
     for index, (now, before) in enumerate(zip(given, original)):
+        if index < len(ex.parameters) and ex.parameters[index] in ex.stateful:
+            continue
         difference = _difference(now, before, atol=0.0, rtol=0.0, labels=("now", "before"))
         if difference:
             name = ex.parameters[index] if index < len(ex.parameters) else f"#{index + 1}"
@@ -440,6 +453,12 @@ def _difference(
     equal NaNs count as equal."""
     torch = sys.modules.get("torch")
     mine, theirs = labels
+    if torch is not None and isinstance(expected, torch.nn.Module):
+        if type(yours) is not type(expected):
+            return f"expected a {_type_name(expected)}, got {_type_name(yours)}"
+        inner = _difference(dict(yours.state_dict()), dict(expected.state_dict()), atol, rtol,
+                            labels)
+        return f"the weights differ, {inner}" if inner else ""
     if torch is not None and isinstance(expected, torch.Tensor):
         if not isinstance(yours, torch.Tensor):
             return f"expected a torch.Tensor, got {_type_name(yours)}"
@@ -523,6 +542,9 @@ def _show(value: Any) -> str:
         text = repr(value)
         if value.numel() > 8:
             text = f"{text}  # shape {tuple(value.shape)}"
+    elif torch is not None and isinstance(value, torch.nn.Module):  # not its many-line repr
+        count = sum(parameter.numel() for parameter in value.parameters())
+        text = f"<{_type_name(value)} with {count} parameters>"
     else:
         text = repr(value)
     text = " ".join(text.split())  # one line: tensors print over several
