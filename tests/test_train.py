@@ -197,3 +197,44 @@ def test_a_distilled_student_moves_towards_its_teacher(tokenizer, tmp_path):
     distilled = kl_after(replace(run, teacher="tiny-draft", distill_weight=1.0), tmp_path / "kd")
     plain = kl_after(run, tmp_path / "ce")
     assert distilled < plain
+
+
+def test_qa_rows_weight_only_the_answers_and_the_answer_is_the_last_move(tokenizer):
+    """A QA-drill row trains the answers and nothing else, and each answer names the place of
+    the person's last stated move (the lookup the main model's QA needs)."""
+    import random
+    import re
+
+    from minidecode.tinyworld.train import qa_row
+
+    ids, weights = qa_row(random.Random(2), tokenizer, 256, p_single=0.5)
+    assert len(ids) == len(weights) == 257
+    weighted = "".join(tokenizer.decode([i]) for i, w in zip(ids, weights) if w > 0)
+    assert weighted and "Where" not in weighted and "went" not in weighted
+    for doc in tokenizer.decode(ids, skip_special_tokens=False).split("<|endoftext|>"):
+        moves = re.findall(r"(\w+) (?:went to|is in|walked to) the (\w+)\.", doc.split("\nQ:")[0])
+        last = dict(moves)
+        for name, answer in re.findall(r"Q: Where is (\w+)\?\nA: ([^\n]+)", doc):
+            assert answer.rstrip(".").endswith(last[name]), (name, answer, moves)
+
+
+def test_single_move_drills_move_everyone_once():
+    import random
+    import re
+
+    from minidecode import tinyworld as tw
+
+    for seed in range(20):
+        doc = tw.qa_drill(random.Random(seed), single_move=True)
+        names = re.findall(r"(\w+) (?:went to|is in|walked to) the", doc.text.split("\nQ:")[0])
+        assert len(names) == len(set(names)) >= 2
+
+
+def test_main_preset_stages_switch_the_mixture_at_their_steps():
+    from minidecode.tinyworld.train import mixture_at
+
+    cfg = PRESETS["main"]
+    assert len(mixture_at(cfg, 0)) == 6 and mixture_at(cfg, 0)[-1]["qa"] == 0.37
+    assert "qa_drill" in mixture_at(cfg, 625)[-1]
+    late = mixture_at(cfg, 1500)
+    assert late[0] == 0.25 and late[-2:] == (0.3, 0.5)  # p_retrieval; p_qa, p_single
