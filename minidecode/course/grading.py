@@ -97,6 +97,7 @@ class Exercise:
     atol: float = 1e-5
     rtol: float = 1e-4
     stateful: tuple[str, ...] = ()  # parameters whose objects the call may change (see exercise)
+    answers: tuple[Callable[..., Any], ...] = ()  # more of the course's answer (see exercise)
 
     @property
     def chapter(self) -> str:
@@ -119,6 +120,7 @@ def exercise(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     stateful: tuple[str, ...] = (),
+    answers: Iterable[Callable[..., Any]] = (),
 ) -> Callable[[Callable[[], Iterable[Case]]], Exercise]:
     """Decorate a function yielding seeded :class:`Case` objects to declare an exercise.
 
@@ -136,6 +138,10 @@ def exercise(
             cache policy remembers what it saw and what it kept), which the call may change; every
             other argument must be left as it was. A model (``torch.nn.Module``) argument is
             compared by its weights.
+        answers: more functions or classes of the package that compute the answer, or the part
+            of it the student is asked to write (for a whole decode loop: the package's
+            ``decode_steps``, ``process_scores`` ...); a notebook function that runs any of them
+            scores 0 in ``grade`` ("delegates"), as one that runs the reference does.
     """
     if not EXERCISE_ID.match(exercise_id):
         raise ValueError(f"exercise_id must look like '03.2', got {exercise_id!r}")
@@ -161,6 +167,7 @@ def exercise(
             atol=atol,
             rtol=rtol,
             stateful=tuple(stateful),
+            answers=tuple(answers),
         )
 
     return declare
@@ -916,10 +923,10 @@ _ANSWERS: dict[str, dict[types.CodeType, str]] = {}
 
 def _course_answers(ex: Exercise) -> dict[types.CodeType, str]:
     """The code objects whose running means the course's answer computed the result, each with
-    its dotted name: the reference, and, when the reference is a thin wrapper in
-    ``minidecode.course.checks``, the minidecode functions it calls directly (found by running it
-    on the seeded cases). Code objects compare by content, not file name, so a copy of the
-    answer's code counts as the answer."""
+    its dotted name: the reference, the exercise's ``answers`` (every method of a class), and, when
+    the reference is a thin wrapper in ``minidecode.course.checks``, the minidecode functions it
+    calls directly (found by running it on the seeded cases). Code objects compare by content, not
+    file name, so a copy of the answer's code counts as the answer."""
     if ex.exercise_id in _ANSWERS:
         return _ANSWERS[ex.exercise_id]
     reference = inspect.unwrap(ex.reference)
@@ -927,6 +934,8 @@ def _course_answers(ex: Exercise) -> dict[types.CodeType, str]:
     code = getattr(reference, "__code__", None)
     if code is not None:
         answers[code] = _describe(reference)
+    for answer in ex.answers:
+        answers.update(_answer_codes(answer))
     if code is not None and reference.__module__.startswith("minidecode.course.checks."):
 
         def find_callees(frame: types.FrameType, event: str, arg: Any) -> None:
@@ -946,6 +955,21 @@ def _course_answers(ex: Exercise) -> dict[types.CodeType, str]:
             sys.setprofile(previous)
     _ANSWERS[ex.exercise_id] = answers
     return answers
+
+
+def _answer_codes(answer: Any) -> dict[types.CodeType, str]:
+    """The code objects of a function (unwrapped), or of every method a class defines in its own
+    module's source (not those a decorator generates, such as a dataclass's ``__repr__``), by
+    name."""
+    answer = inspect.unwrap(answer)
+    if isinstance(answer, type):
+        source = getattr(sys.modules.get(answer.__module__), "__file__", None)
+        methods = [getattr(value, "__func__", value) for value in vars(answer).values()]
+        return {method.__code__: f"{answer.__module__}.{method.__qualname__}"
+                for method in methods if isinstance(method, types.FunctionType)
+                and method.__code__.co_filename == source}
+    code = getattr(answer, "__code__", None)
+    return {code: _describe(answer)} if code is not None else {}
 
 
 def _kernel_cell_files() -> set[str]:
