@@ -98,6 +98,7 @@ class Exercise:
     rtol: float = 1e-4
     stateful: tuple[str, ...] = ()  # parameters whose objects the call may change (see exercise)
     answers: tuple[Callable[..., Any], ...] = ()  # more of the course's answer (see exercise)
+    scorer: Callable[[Callable[..., Any]], tuple[bool, str]] | None = None  # see exercise
 
     @property
     def chapter(self) -> str:
@@ -121,6 +122,7 @@ def exercise(
     rtol: float = 1e-4,
     stateful: tuple[str, ...] = (),
     answers: Iterable[Callable[..., Any]] = (),
+    scorer: Callable[[Callable[..., Any]], tuple[bool, str]] | None = None,
 ) -> Callable[[Callable[[], Iterable[Case]]], Exercise]:
     """Decorate a function yielding seeded :class:`Case` objects to declare an exercise.
 
@@ -142,6 +144,12 @@ def exercise(
             of it the student is asked to write (for a whole decode loop: the package's
             ``decode_steps``, ``process_scores`` ...); a notebook function that runs any of them
             scores 0 in ``grade`` ("delegates"), as one that runs the reference does.
+        scorer: for an open-ended exercise (the capstone, whose answers may rightly differ from
+            the reference's): ``scorer(fn) -> (passed, report)`` measures the student's function
+            instead of comparing it with ``reference`` case by case; a ``NotImplementedError``
+            from the stub means "not implemented", any other error from the student's code is a
+            failure whose message is the report. ``reference`` still names the course's answer,
+            which the student's function must not run, and the seeded cases are not run.
     """
     if not EXERCISE_ID.match(exercise_id):
         raise ValueError(f"exercise_id must look like '03.2', got {exercise_id!r}")
@@ -168,6 +176,7 @@ def exercise(
             rtol=rtol,
             stateful=tuple(stateful),
             answers=tuple(answers),
+            scorer=scorer,
         )
 
     return declare
@@ -231,6 +240,8 @@ class CheckResult:
 
     def report(self) -> str:
         head = f"{self.exercise_id} {self.name}"
+        if self.passed and self.detail:  # a scored exercise: its report
+            return f"✓ {head}: {self.detail}"
         if self.passed:
             return f"✓ {head}: {self.cases_passed}/{self.cases_run} cases passed"
         if self.status == "not implemented":
@@ -279,6 +290,8 @@ def run_check(ex: Exercise, fn: Callable[..., Any]) -> CheckResult:
         result.status = "wrong signature"
         result.detail = f"expected a function {expected_call}, got {_type_name(fn)} {_show(fn)}"
         return result
+    if ex.scorer is not None:
+        return _run_scorer(ex, fn, result)
     signature_problem = _signature_problem(ex, fn)
     if signature_problem:
         result.status = "wrong signature"
@@ -305,6 +318,26 @@ def run_check(ex: Exercise, fn: Callable[..., Any]) -> CheckResult:
     except Exception as err:  # a bug in the checker itself, not in the student's function
         result.status = "checker error"
         result.detail = f"the checker itself failed ({_type_name(err)}: {err}); please report it"
+    return result
+
+
+def _run_scorer(ex: Exercise, fn: Callable[..., Any], result: CheckResult) -> CheckResult:
+    """An open-ended exercise: ``ex.scorer(fn)`` decides, as one case."""
+    result.cases_total = result.cases_run = 1
+    try:
+        passed, report = ex.scorer(fn)
+    except NotImplementedError:
+        result.status = "not implemented"
+        return result
+    except Exception as err:  # the student's code (or its output) failed while being scored
+        result.status = "failed"
+        result.failed_case = 1
+        result.detail = f"scoring stopped: {_raised(err)}"
+        return result
+    result.status = "passed" if passed else "failed"
+    result.cases_passed = int(passed)
+    result.failed_case = 0 if passed else 1
+    result.detail = report
     return result
 
 
