@@ -136,10 +136,13 @@ def plot_tradeoff(results: dict, sweeps: Sequence[str], title: str = "") -> Any:
     markers = "osD^v<>pPX*h"
     # A rule far left of the rest (greedy's distinct-2 is near 0) would squeeze every other point
     # into a corner: it is drawn at the left edge with its value written next to it.
-    xs = sorted(results["configs"][c]["distinct_2"][0] for name in sweeps
-                for c in results["sweeps"][name]["configs"])
+    sweep_xs = [[results["configs"][c]["distinct_2"][0] for c in results["sweeps"][name]["configs"]]
+                for name in sweeps]
+    xs = sorted(x for values in sweep_xs for x in values)
     gaps = [(b - a, b) for a, b in zip(xs, xs[1:])]
     cut = max(gaps)[1] if gaps and max(gaps)[0] > 0.5 * (xs[-1] - xs[0]) else xs[0]
+    if any(min(values) < cut <= max(values) for values in sweep_xs):
+        cut = xs[0]         # only whole sweeps go to the edge: one astride the gap keeps the axis
     x_min = cut - 0.05 * (xs[-1] - cut + 1e-9) - 0.01
     colours = plt.get_cmap("tab10" if len(sweeps) <= 10 else "tab20")
     for i, name in enumerate(sweeps):
