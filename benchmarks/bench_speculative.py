@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -59,6 +61,26 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def verify_cost(model, ids: torch.Tensor, gammas: list[int], repeats: int = 30) -> dict[int, float]:
+    """v(gamma) = T(call on gamma + 1 tokens) / T(call on 1 token), both through a KV cache
+    holding ``ids``, medians of ``repeats`` interleaved calls (the cache cropped back after
+    each, so every call sees the same length)."""
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(ids, cache)
+        length = len(cache)
+        times: dict[int, list[float]] = {g: [] for g in [0, *gammas]}
+        for _ in range(repeats):
+            for g in times:
+                chunk = ids[:, -(g + 1):]
+                start = time.perf_counter()
+                model(chunk, cache)
+                times[g].append(time.perf_counter() - start)
+                cache.crop(length)
+    one = statistics.median(times[0])
+    return {g: max(1.0, statistics.median(times[g]) / one) for g in gammas}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,17 +90,19 @@ def main() -> None:
     parser.add_argument("--gammas", type=int, nargs="+", default=list(range(1, 9)))
     parser.add_argument("--max-ngram", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--target", default="tiny-target", help="shipped model that verifies")
+    parser.add_argument("--draft", default="tiny-draft", help="shipped model that drafts")
     add_results_arguments(parser, OUT)
     args = parser.parse_args()
     if rerender_from_json(args, summary_lines, write_results):
         return
     torch.set_num_threads(args.threads)
 
-    target, tokenizer = minidecode.load("tiny-target")
-    draft, _ = minidecode.load("tiny-draft")
-    hf_target = AutoModelForCausalLM.from_pretrained(MODELS_DIR / "tiny-target",
+    target, tokenizer = minidecode.load(args.target)
+    draft, _ = minidecode.load(args.draft)
+    hf_target = AutoModelForCausalLM.from_pretrained(MODELS_DIR / args.target,
                                                      dtype=torch.float32).eval()
-    hf_draft = AutoModelForCausalLM.from_pretrained(MODELS_DIR / "tiny-draft",
+    hf_draft = AutoModelForCausalLM.from_pretrained(MODELS_DIR / args.draft,
                                                     dtype=torch.float32).eval()
     hf_config = copy.deepcopy(hf_target.generation_config)
     # No early stop anywhere: exactly --new-tokens tokens. transformers fills a generation
@@ -101,6 +125,8 @@ def main() -> None:
         target_s += timed(lambda ids=ids: generate(target, ids, n))[1]
         draft_s += timed(lambda ids=ids: generate(draft, ids, n))[1]
     cost_ratio = draft_s / target_s
+    # v(gamma): what one verify call on gamma + 1 tokens costs, in target calls on one token.
+    verify_costs = verify_cost(target, prompts["stories"][0], args.gammas)
 
     rows = []
     for family in FAMILIES:
@@ -137,6 +163,9 @@ def main() -> None:
                 speedup=speed / base_speed, alpha=alpha,
                 tokens_per_call=tokens / entry["target_calls"],
                 theoretical_speedup=theoretical_speedup(min(alpha, 1.0), gamma, c),
+                verify_cost=verify_costs[gamma],
+                theory_with_verify_cost=theoretical_speedup(min(alpha, 1.0), gamma, c,
+                                                            verify_cost=verify_costs[gamma]),
                 cost_ratio=c, identical=entry["identical"]))
 
         # transformers' assisted generation on the same pair, at our best draft-model gamma.
@@ -166,19 +195,27 @@ def main() -> None:
     import transformers
 
     result = dict(
-        date="2026-11-23", machine=f"2-core CPU, no GPU ({platform.machine()})",
+        date=datetime.date.today().isoformat(),
+        machine=f"2-core CPU, no GPU ({platform.machine()})",
         command=" ".join(["python benchmarks/bench_speculative.py", *sys.argv[1:]]),
         torch=torch.__version__, transformers=transformers.__version__,
         threads=torch.get_num_threads(), new_tokens=n, prompt_tokens=args.prompt_tokens,
-        prompts_per_family=args.prompts, cost_ratio=cost_ratio,
+        prompts_per_family=args.prompts, cost_ratio=cost_ratio, verify_costs=verify_costs,
+        target=args.target, draft=args.draft,
+        target_layers=target.config.num_hidden_layers, target_width=target.config.hidden_size,
+        draft_layers=draft.config.num_hidden_layers, draft_width=draft.config.hidden_size,
         load_average=os.getloadavg()[0], rows=rows)
     save_and_report(args, result, summary_lines, write_results)
 
 
 def summary_lines(result: dict) -> list[str]:
+    target = (f"{result.get('target', 'tiny-target')} ({result.get('target_layers', 4)} layers, "
+              f"width {result.get('target_width', 256)})")
+    draft = (f"{result.get('draft', 'tiny-draft')} ({result.get('draft_layers', 2)} layers, "
+             f"width {result.get('draft_width', 128)})")
     lines = [
-        f"- models: tiny-target (4 layers, width 256) verifies, tiny-draft (2 layers, width 128) "
-        f"drafts; greedy, batch 1, {result['new_tokens']} new tokens after "
+        f"- models: {target} verifies, {draft} drafts; greedy, batch 1, "
+        f"{result['new_tokens']} new tokens after "
         f"{result['prompt_tokens']}-token prompts, {result['prompts_per_family']} held-out "
         f"documents per family, float32, torch {result['torch']}, transformers "
         f"{result['transformers']}, {result['threads']} thread(s)",
@@ -204,6 +241,21 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(
             f"| {family} | transformers assisted | {hf['gamma']} | {hf['tokens_per_s']:.0f} | "
             f"{hf['speedup']:.2f}x | - | - | - | {hf['identical']} |")
+    if "verify_costs" in result:
+        lines += ["", "Every gamma, draft model: the measured speedup beside Leviathan et al.'s "
+                  "theory with v = 1 and with v = T(gamma + 1) / T(1) measured on the target "
+                  "through its KV cache (cost-aware).", "",
+                  "| text | gamma | alpha | v | speedup | theory (v = 1) | theory (v measured) "
+                  "| measured / cost-aware |", "|---|---|---|---|---|---|---|---|"]
+        for family in FAMILIES:
+            for r in (r for r in result["rows"]
+                      if r["family"] == family and r["method"] == "draft model"):
+                lines.append(
+                    f"| {family} | {r['gamma']} | {r['alpha']:.2f} | {r['verify_cost']:.2f} | "
+                    f"{r['speedup']:.2f}x | {r['theoretical_speedup']:.2f}x | "
+                    f"{r['theory_with_verify_cost']:.2f}x | "
+                    f"{r['speedup'] / r['theory_with_verify_cost']:.2f} |")
+        lines.append("")
     for family in FAMILIES:
         hf = next(r for r in result["rows"]
                   if r["family"] == family and r["method"] == "transformers assisted")

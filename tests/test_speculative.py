@@ -355,6 +355,11 @@ def test_theory_formulas():
     assert expected_tokens_per_call(1.0, 4) == 5.0
     assert abs(expected_tokens_per_call(0.8, 2) - (1 + 0.8 + 0.64)) < 1e-12
     assert abs(theoretical_speedup(0.8, 2, 0.5) - 2.44 / 2.0) < 1e-12
+    # the verify call on gamma + 1 tokens costing v target calls: S = E / (gamma c + v)
+    assert abs(theoretical_speedup(0.8, 2, 0.5, verify_cost=1.5) - 2.44 / 2.5) < 1e-12
+    assert theoretical_speedup(0.8, 2, 0.5, verify_cost=1.0) == theoretical_speedup(0.8, 2, 0.5)
+    with pytest.raises(ValueError, match="verify_cost"):
+        theoretical_speedup(0.8, 2, 0.5, verify_cost=0.5)
 
 
 def test_stats_alpha_matches_the_round_log(pair, prompts):
