@@ -43,7 +43,7 @@ from minidecode import tinyworld as tw
 from minidecode.cot import cot_decode, held_out_arithmetic, select_path, trigger_insertion_decode
 
 OUT = Path(__file__).resolve().parent / "results" / "cot.json"
-SECTION = "## Chain-of-thought decoding (issue 6)"
+SECTION = "## Chain-of-thought decoding"
 METHODS = ("greedy", "trigger prompt", "CoT max Delta", "CoT aggregated Delta",
            "source variant (every 3)", "source variant (every 16)",
            "extension: Delta x p(first)", "oracle (any branch right)")
@@ -156,7 +156,7 @@ def summary_lines(result: dict) -> list[str]:
                         f"aggregated {gain_agg:+.0f} points (goal +15: "
                         f"{'met' if gain >= 15 else 'NOT met'} by max Delta, "
                         f"{'met' if gain_agg >= 15 else 'NOT met'} by aggregated)")
-    return lines + ["", "Goal (issue 6): CoT-decoding >= 15 points above greedy on 2- and 3-step "
+    return lines + ["", "Goal: CoT-decoding >= 15 points above greedy on 2- and 3-step "
                     "problems."] + goal
 
 

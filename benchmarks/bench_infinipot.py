@@ -45,7 +45,7 @@ from minidecode.infinipot import (
 from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 
 HERE = Path(__file__).parent
-SECTION = "## KV-cache compression: InfiniPot and baselines (issue 10)"
+SECTION = "## KV-cache compression: InfiniPot and baselines"
 GENERIC_CATALYST = "\nQ: What code does the"
 
 
@@ -144,7 +144,7 @@ def speed_section(result: dict, command: str) -> list[str]:
     return lines
 
 
-NEEDLE_SECTION = "## KV-cache compression: needle survival and answers (issue 10)"
+NEEDLE_SECTION = "## KV-cache compression: needle survival and answers"
 
 
 def needle_section(result: dict) -> list[str]:
@@ -187,10 +187,10 @@ def needle_section(result: dict) -> list[str]:
               "(the speed table above: 28 for InfiniPot, whose catalyst leaves room for one chunk "
               "a round, and 14 for the others, on a 4,083-token document; eight times as many at "
               "32,768). *Kept* falls with length for every policy, and the answer follows it. "
-              "Cells with fewer than 50 documents (the lengths above 4,096) were cut to fit a "
-              "CPU session: a cell of 50 documents of 32,768 tokens is 1.6M tokens, about ten "
-              "minutes of one core per policy; the full cache is not run past 4,096 (its cost "
-              "grows with the square of the length, and it already fails at 1,024)."]
+              "Cells with fewer than 50 documents (the lengths above 4,096) were cut to keep the "
+              "run to hours on a CPU: a cell of 50 documents of 32,768 tokens is 1.6M tokens, "
+              "about ten minutes of one core per policy; the full cache is not run past 4,096 "
+              "(its cost grows with the square of the length, and it already fails at 1,024)."]
     return lines + [""]
 
 

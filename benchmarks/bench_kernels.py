@@ -48,7 +48,7 @@ from minidecode.kernels import (
 
 HERE = Path(__file__).parent
 OUT = HERE / "results" / "kernels.json"
-SECTION = "## Chapter 10: GPU kernels (issue 11)"
+SECTION = "## Chapter 10: GPU kernels"
 
 
 @contextlib.contextmanager
@@ -334,7 +334,7 @@ def write_results(result: dict, lines: list[str]) -> None:
             "decoding loop pays it) and GPU only (8 calls queued behind a `torch.cuda._sleep`, "
             "so the events time the GPU's work alone; GB/s and the fraction of copy use this one). "
             "Bytes: what the operation must read and write once (the roofline's count; a kernel "
-            "that reads a row twice, from L2, gets no credit for it). Goals (issue 11): softmax-"
+            "that reads a row twice, from L2, gets no credit for it). Goals: softmax-"
             "entropy and sampling at >= 70% of copy bandwidth and >= 2x eager; every kernel "
             "faster than eager.", "", *lines, "",
             f"Command: `{result['command']}`. Machine: {result['device']}, torch "

@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from minidecode.checkpoint import MODELS_DIR, load_pretrained
 from minidecode.generate import generate
 
-SECTION = "## Model: decode speed (issue 3)"
+SECTION = "## Model: decode speed"
 
 
 def model_directory(scratch: Path) -> tuple[Path, str]:

@@ -59,7 +59,7 @@ from minidecode.temperature import EDT, DynamicTemperature, SourceScheduler
 from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.tinyworld.judge import bootstrap_ci, judge_story, perplexity_without_eos
 
-SECTION = "## Samplers: diversity, quality and cost per step (issue 5)"
+SECTION = "## Samplers: diversity, quality and cost per step"
 HERE = Path(__file__).parent
 JSON_PATH = HERE / "results" / "sampling.json"
 FIGURE_PATHS = {chapter: HERE / "results" / f"sampling_tradeoff_ch{chapter}.png"

@@ -51,7 +51,7 @@ from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 
 HERE = Path(__file__).parent
 OUT = HERE / "results" / "speculative.json"
-SECTION = "## Speculative decoding (issue 8)"
+SECTION = "## Speculative decoding"
 FAMILIES = ("stories", "structured")
 
 
@@ -264,7 +264,7 @@ def summary_lines(result: dict) -> list[str]:
                      f"{hf['transformers_alone_tokens_per_s']:.0f} tokens/s)")
     lines.append(f"- load average (1 min) when the run ended: {result['load_average']:.1f} (on a "
                  "shared machine absolute tokens/s drop; the ratios are measured side by side)")
-    lines += ["", "Goals (issue 8): >= 2.0x on structured text and >= 1.5x on stories with the "
+    lines += ["", "Goals: >= 2.0x on structured text and >= 1.5x on stories with the "
               "draft model; at least as fast as transformers' assisted generation."]
     for family, goal in (("stories", 1.5), ("structured", 2.0)):
         rows = [r for r in result["rows"] if r["family"] == family]

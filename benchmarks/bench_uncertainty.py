@@ -53,7 +53,7 @@ from minidecode.semantic_uncertainty import (
 
 HERE = Path(__file__).parent
 OUT = HERE / "results" / "uncertainty.json"
-SECTION = "## Semantic uncertainty (issue 7)"
+SECTION = "## Semantic uncertainty"
 THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99]
 MEASURES = {
     "se_weighted_parsed": "semantic entropy, weighted, answer-parser clusters",
@@ -195,7 +195,7 @@ def summary_lines(result: dict) -> list[str]:
                                                              for i in at.values()))
     auc = s["auroc"]
     naive = auc["all"]["naive_entropy"]
-    lines += ["", "Goal (issue 7): semantic entropy AUROC >= 0.75 and above naive entropy's."]
+    lines += ["", "Goal: semantic entropy AUROC >= 0.75 and above naive entropy's."]
     for key, label in (("parsed", "answer-parser clusters (an oracle equivalence)"),
                        ("minilm", f"MiniLM clusters (threshold {result['threshold']})"),
                        ("exact", "exact normalised match")):
