@@ -46,7 +46,8 @@ __all__ = ["Global", "Local", "SinkWindow", "Strided", "VerticalSlash", "HeadPat
            "source_features", "feature_order", "source_selector", "missed_mass", "mass_outside",
            "pattern_loss", "loss_increase", "greedy_profile", "choose_local_heads",
            "random_local_heads", "retrieval_document", "needle_documents", "needle_accuracy",
-           "pattern_perplexity", "attended_pairs", "kv_entries", "cost_report"]
+           "pattern_perplexity", "attended_pairs", "kv_entries", "cost_report",
+           "sink_window_attention"]
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -248,6 +249,40 @@ def cost_report(patterns: HeadPatterns, length: int) -> dict:
     return {"per_layer": per_layer,
             "pairs": sum(r["pairs"] for r in per_layer) / n,
             "kv_entries": sum(r["kv_entries"] for r in per_layer) / n}
+
+
+def sink_window_attention(q: Tensor, k: Tensor, v: Tensor, local_heads: set[int] | Sequence[int],
+                          n_sinks: int, window: int) -> tuple[Tensor, Tensor]:
+    """One layer's attention with sink-plus-window heads, and the KV cache each head must keep.
+
+    q, k, v: (heads, T, head_dim), the queries, keys and values of positions 0..T-1 (one key and
+    value head per query head). Head h attends under ``SinkWindow(n_sinks, window)`` if h is in
+    ``local_heads``, else under full causal attention (:class:`Global`):
+
+        out[h] = softmax(q[h] k[h]^T / sqrt(head_dim) + M_h) v[h],
+        M_h = 0 where head h's mask keeps the key, -inf elsewhere
+
+    Returns (out (heads, T, head_dim), kv (heads,) long): kv[h] = :func:`kv_entries` of head h's
+    mask at length T, the keys and values its cache must hold for the next query (T for a
+    global head, at most n_sinks + window for a local one, whatever T is). The KV cache's
+    memory is then kv.sum() * 2 * head_dim * bytes per number (keys and values).
+    """
+    if q.dim() != 3 or k.shape != q.shape or v.shape[:2] != q.shape[:2]:
+        raise ValueError(f"q, k, v must be (heads, T, head_dim) with the same heads and T, got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    heads, length = q.shape[0], q.shape[1]
+    local_heads = set(local_heads)
+    if not local_heads <= set(range(heads)):
+        raise ValueError(f"local_heads must be head indices in [0, {heads}), got "
+                         f"{sorted(local_heads)}")
+    local, full = SinkWindow(n_sinks, window), Global()
+    patterns = [local if h in local_heads else full for h in range(heads)]
+    positions = torch.arange(length, device=q.device)
+    masks = torch.stack([pattern(positions, positions) for pattern in patterns])  # (heads, T, T)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=masks)
+    kv = torch.tensor([kv_entries(pattern, length) if length else 0 for pattern in patterns],
+                      dtype=torch.long)
+    return out, kv
 
 
 # ------------------------------------------------------------------------ the source's selector

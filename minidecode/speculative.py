@@ -57,7 +57,6 @@ __all__ = [
     "processed_probs",
     "residual_probs",
     "speculative_generate",
-    "speculative_greedy",
     "theoretical_speedup",
     "verify_draft",
     "verify_position",
@@ -522,19 +521,6 @@ def speculative_generate(target: Any, draft: Any, input_ids: Tensor, max_new_tok
     stats.draft_calls = getattr(draft, "calls", 0) - draft_calls_before
     stats.draft_time_s = getattr(draft, "seconds", 0.0) - draft_seconds_before
     return SpeculativeOutput(tokens, stats, rounds)
-
-
-def speculative_greedy(target: Any, draft: Any, input_ids: Tensor, max_new_tokens: int,
-                       gamma: int) -> tuple[Tensor, list[int]]:
-    """Greedy speculative decoding with a draft model: (tokens, accepted length of each round).
-
-    The whole algorithm of chapter 07 in one call, as exercise 07.4 asks for it:
-    ``speculative_generate(target, draft, input_ids, max_new_tokens, gamma=gamma)``, returning
-    its tokens (1, prompt + max_new_tokens), identical to ``generate(target, input_ids,
-    max_new_tokens)``, and ``[round.accepted_len for round in rounds]``.
-    """
-    out = speculative_generate(target, draft, input_ids, max_new_tokens, gamma=gamma)
-    return out.tokens, [r.accepted_len for r in out.rounds]
 
 
 def _verify_one_by_one(verify: Any, target_probs: Tensor, draft_probs: Tensor,

@@ -324,3 +324,26 @@ def _highest_scores_made_local(scores, fraction):
 def test_chapter_08_checks_fail_on_the_stub_and_on_a_typical_mistake(exercise_id, name, wrong,
                                                                      check_rejects):
     check_rejects(exercise_id, name, wrong)
+
+
+def test_sink_window_attention_masks_the_local_heads_and_counts_their_kv_entries():
+    import math
+
+    from minidecode.attention_patterns import sink_window_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 40, 8, generator=generator) for _ in range(3))
+    out, kv = sink_window_attention(q, k, v, {0, 2}, 2, 5)
+    positions = torch.arange(40)
+    for head, pattern in enumerate([SinkWindow(2, 5), Global(), SinkWindow(2, 5)]):
+        scores = (q[head] @ k[head].T / math.sqrt(8)).masked_fill(
+            ~pattern(positions, positions), float("-inf"))
+        assert torch.allclose(out[head], torch.softmax(scores, dim=-1) @ v[head], atol=1e-5)
+    assert kv.tolist() == [7, 40, 7]                 # 2 sinks + 5 recent; every token
+    plain, kv_plain = sink_window_attention(q, k, v, set(), 2, 5)
+    causal = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(plain, causal, atol=1e-5) and kv_plain.tolist() == [40, 40, 40]
+    with pytest.raises(ValueError, match="local_heads"):
+        sink_window_attention(q, k, v, {3}, 2, 5)
+    with pytest.raises(ValueError, match="window"):
+        sink_window_attention(q, k, v, {0}, 2, 0)

@@ -403,3 +403,32 @@ def test_bad_input_is_named(pair, prompts):
         speculative_generate(NoCache(), draft, ids, 5)
     with pytest.raises(ValueError, match="shape \\(1, prompt\\)"):
         speculative_generate(target, draft, ids.repeat(2, 1), 5)
+
+
+def test_greedy_verify_checks_draft_token_i_against_the_row_before_it_and_adds_one_token():
+    from minidecode.speculative import greedy_verify
+
+    # 2 committed tokens then 3 drafts: rows 1, 2, 3 score the drafts, row 4 is the bonus row.
+    choices = [9, 4, 5, 6, 7]                       # the argmax of each of the 5 rows
+    logits = torch.nn.functional.one_hot(torch.tensor(choices), 10).float()
+    assert greedy_verify(logits, torch.tensor([4, 5, 6])) == [4, 5, 6, 7]     # + the bonus
+    assert greedy_verify(logits, torch.tensor([4, 8, 6])) == [4, 5]          # + the correction
+    assert greedy_verify(logits, [1, 5, 6]) == [4]
+    assert greedy_verify(logits, [5, 6, 7]) == [4]  # the same tokens one row late do not count
+    with pytest.raises(ValueError, match="gamma >= 1"):
+        greedy_verify(logits, [])
+    with pytest.raises(ValueError, match="n >= 1"):
+        greedy_verify(logits[:3], [4, 5, 6])
+
+
+def test_greedy_verify_is_what_a_greedy_round_of_speculative_generate_emits(pair, prompts):
+    from minidecode.speculative import greedy_verify
+
+    target, draft, _ = pair
+    ids = prompts[0]
+    out = speculative_generate(target, draft, ids, 8, gamma=4)
+    first = out.rounds[0]
+    with torch.no_grad():
+        logits = target(torch.cat([ids, torch.tensor([first.drafted])], dim=1)).logits[0]
+    assert greedy_verify(logits, first.drafted) == [*first.drafted[:first.accepted_len],
+                                                    first.next_token]
