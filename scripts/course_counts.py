@@ -1,0 +1,358 @@
+"""The graded exercises counted, per chapter: ``docs/instructor/counts.md``.
+
+For every solution notebook ``solutions/NN_name.ipynb`` (so a new chapter is counted by adding
+one), this script writes one row per chapter and one per exercise:
+
+- **exercises and points**: the ``@exercise`` declarations of ``minidecode/course/checks/chNN.py``;
+- **solution lines**: the non-blank lines between ``### BEGIN SOLUTION`` and ``### END SOLUTION``
+  in the solution notebook's code cells (lines of a ``### BEGIN GIVEN`` region, code the student is
+  handed, do not count), credited to the exercise whose function encloses the region;
+- **fails on the stub**: the freshly generated ``exercises/NN_name.ipynb`` is graded as a student's
+  notebook would be (``grade_notebook``: a fresh kernel runs it, then every exercise's check runs
+  on the function the notebook left behind, the ``NotImplementedError`` stub or the buggy code a
+  find-the-bug exercise hands out); the check must not pass;
+- **rejects a typical mistake**: every deliberately wrong variant listed for the exercise in
+  ``tests/test_exercise_rules.py``'s ``RULES`` (which also reads ``tests/rules_chNN.py``) is run
+  through the exercise's check (``run_check``); an exercise counts when it has at least one
+  variant and its check rejects every one of them.
+
+Both verdicts come from running the checks, never from reading code. That takes minutes, so the
+file also records, per chapter, a fingerprint of everything the verdicts depend on besides the
+package's reference functions: the grader, the chapter's checks module, its exercise notebook and
+the variants' sources. ``--check`` recomputes the counts and fingerprints (seconds, no check runs)
+and fails unless the committed file is exactly what a full run would write with the recorded
+verdicts; ``tests/test_course_counts.py`` calls it.
+
+    python scripts/course_counts.py            # run every check, write docs/instructor/counts.md
+    python scripts/course_counts.py --check    # quick: is the committed file up to date?
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+OUT = REPO / "docs" / "instructor" / "counts.md"
+SOLUTIONS = REPO / "solutions"
+EXERCISES = REPO / "exercises"
+RULES_FILE = REPO / "tests" / "test_exercise_rules.py"
+GRADER = REPO / "minidecode" / "course" / "grading.py"
+VERDICTS_MARK = "<!-- verdicts (written by scripts/course_counts.py; do not edit): "
+
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_GIVEN, END_GIVEN = "### BEGIN GIVEN", "### END GIVEN"
+DEFINITION = re.compile(r"^(?P<indent>\s*)(?:async\s+)?(?:def|class)\s+(?P<name>\w+)")
+
+
+@dataclass
+class ExerciseCount:
+    exercise_id: str
+    name: str
+    points: int
+    solution_lines: int = 0
+
+
+@dataclass
+class ChapterCount:
+    chapter: str
+    notebook: str
+    exercises: list[ExerciseCount]
+    unassigned_lines: int = 0  # solution lines outside any exercise's function (helpers)
+    fingerprint: str = ""
+
+    @property
+    def points(self) -> int:
+        return sum(ex.points for ex in self.exercises)
+
+    @property
+    def solution_lines(self) -> int:
+        return sum(ex.solution_lines for ex in self.exercises) + self.unassigned_lines
+
+
+@dataclass
+class Verdicts:
+    """What running the checks found, by exercise id."""
+
+    stub: dict[str, str] = field(default_factory=dict)  # the check's status on the stub
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> status
+
+
+# ------------------------------------------------------------------------------ static counts
+
+
+def solution_lines_by_function(notebook: Path) -> dict[str | None, int]:
+    """Non-blank solution lines of a notebook's code cells, by the enclosing function's name
+    (``None`` for a region outside any function)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    counts: dict[str | None, int] = {}
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"]).splitlines()
+        inside = given = False
+        owner: str | None = None
+        for number, line in enumerate(source):
+            marker = line.strip()
+            if marker == BEGIN_SOLUTION:
+                inside, owner = True, _enclosing_definition(source[:number], line)
+                continue
+            if marker == END_SOLUTION:
+                inside = False
+                continue
+            if marker == BEGIN_GIVEN:
+                given = True
+                continue
+            if marker == END_GIVEN:
+                given = False
+                continue
+            if inside and not given and marker:
+                counts[owner] = counts.get(owner, 0) + 1
+    return counts
+
+
+def _enclosing_definition(before: list[str], marker_line: str) -> str | None:
+    indent = len(marker_line) - len(marker_line.lstrip())
+    for line in reversed(before):
+        match = DEFINITION.match(line)
+        if match and len(match["indent"]) < indent:
+            return match["name"]
+    return None
+
+
+def static_counts() -> list[ChapterCount]:
+    from minidecode.course.grading import exercises_for_chapter
+
+    chapters = []
+    for notebook in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
+        chapter = notebook.name[:2]
+        declared = exercises_for_chapter(chapter)
+        by_function = solution_lines_by_function(notebook)
+        exercises = [ExerciseCount(ex.exercise_id, ex.name, ex.points,
+                                   by_function.pop(ex.name, 0)) for ex in declared.values()]
+        chapters.append(ChapterCount(chapter, notebook.name, exercises,
+                                     unassigned_lines=sum(by_function.values())))
+    return chapters
+
+
+def fingerprint(chapter: ChapterCount) -> str:
+    """sha256 (first 16 hex digits) of what the chapter's verdicts depend on, apart from the
+    package's reference functions: the grader, checks/chNN.py, the exercise notebook's code and
+    every rule-variant source."""
+    digest = hashlib.sha256()
+    files = [GRADER, REPO / "minidecode" / "course" / "checks" / f"ch{chapter.chapter}.py",
+             RULES_FILE, *sorted(RULES_FILE.parent.glob("rules_ch*.py"))]
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    exercise_notebook = EXERCISES / chapter.notebook
+    if exercise_notebook.is_file():
+        cells = json.loads(exercise_notebook.read_text(encoding="utf-8"))["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                digest.update("".join(cell["source"]).encode())
+    else:
+        digest.update(b"<no exercise notebook>")
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- running checks
+
+
+def load_rules() -> list[tuple[str, str, object]]:
+    spec = importlib.util.spec_from_file_location("_course_counts_rules", RULES_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.RULES)
+
+
+def run_checks(chapters: list[ChapterCount], log=print) -> Verdicts:
+    """Grade every fresh exercise notebook, and run every rule variant through its check."""
+    from minidecode.course.grading import get_exercise, grade_notebook, run_check
+
+    verdicts = Verdicts()
+    for chapter in chapters:
+        start = time.perf_counter()
+        notebook = EXERCISES / chapter.notebook
+        if notebook.is_file():
+            report = grade_notebook(notebook)
+            for result in report.results:
+                verdicts.stub[result.exercise_id] = result.status
+        log(f"chapter {chapter.chapter}: stubs graded in {time.perf_counter() - start:.0f} s")
+    wanted = {ex.exercise_id for chapter in chapters for ex in chapter.exercises}
+    for exercise_id, _name, wrong in load_rules():
+        if exercise_id not in wanted:
+            continue
+        start = time.perf_counter()
+        status = run_check(get_exercise(exercise_id), wrong).status
+        verdicts.variants.setdefault(exercise_id, {})[wrong.__name__] = status
+        log(f"{exercise_id} {wrong.__name__}: {status} ({time.perf_counter() - start:.1f} s)")
+    return verdicts
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count}/{total} ({100 * count / total:.0f}%)" if total else "-"
+
+
+def render(chapters: list[ChapterCount], verdicts: Verdicts) -> str:
+    def stub_fails(exercise_id: str) -> bool:
+        return verdicts.stub.get(exercise_id, "passed") != "passed"
+
+    def variants_of(exercise_id: str) -> dict[str, str]:
+        return verdicts.variants.get(exercise_id, {})
+
+    def mistake_rejected(exercise_id: str) -> bool:
+        found = variants_of(exercise_id)
+        return bool(found) and all(status != "passed" for status in found.values())
+
+    every = [ex for chapter in chapters for ex in chapter.exercises]
+    lines = [
+        "# The graded exercises, counted",
+        "",
+        "Generated by `python scripts/course_counts.py` from `solutions/`, `exercises/`,",
+        "`minidecode/course/checks/` and the wrong variants of `tests/test_exercise_rules.py`",
+        "(with `tests/rules_chNN.py`); `tests/test_course_counts.py` fails when this file is out",
+        "of date. Do not edit it by hand.",
+        "",
+        "- *solution lines*: non-blank lines between `### BEGIN SOLUTION` and `### END SOLUTION`",
+        "  in the solution notebook (code handed to the student in a `### BEGIN GIVEN` region not",
+        "  counted); *median* is over the chapter's exercises.",
+        "- *fails on the stub*: the freshly generated exercise notebook, graded as a submission",
+        "  (`python -m minidecode grade exercises/NN_name.ipynb`), scores 0 on the exercise: its",
+        "  check fails on the `NotImplementedError` stub or on the buggy code a find-the-bug",
+        "  exercise hands out.",
+        "- *rejects a typical mistake*: the exercise has at least one deliberately wrong variant",
+        "  (a typical mistake that breaks one stated rule) and its check fails on every one;",
+        "  *variants rejected* counts the variants themselves. The bar for both shares is 100%.",
+        "",
+        "## Per chapter",
+        "",
+        "| chapter | exercises | points | solution lines | median per exercise "
+        "| fails on the stub | rejects a typical mistake | variants rejected |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for chapter in chapters:
+        ids = [ex.exercise_id for ex in chapter.exercises]
+        per_exercise = [ex.solution_lines for ex in chapter.exercises]
+        median = f"{statistics.median(per_exercise):g}" if per_exercise else "-"
+        variants = [status for eid in ids for status in variants_of(eid).values()]
+        lines.append(
+            f"| {chapter.notebook.removesuffix('.ipynb')} | {len(ids)} | {chapter.points} "
+            f"| {chapter.solution_lines} | {median} "
+            f"| {_share(sum(map(stub_fails, ids)), len(ids))} "
+            f"| {_share(sum(map(mistake_rejected, ids)), len(ids))} "
+            f"| {_share(sum(s != 'passed' for s in variants), len(variants))} |"
+        )
+    all_ids = [ex.exercise_id for ex in every]
+    all_variants = [status for eid in all_ids for status in variants_of(eid).values()]
+    all_lines = [ex.solution_lines for ex in every]
+    lines.append(
+        f"| **all** | {len(every)} | {sum(ex.points for ex in every)} "
+        f"| {sum(chapter.solution_lines for chapter in chapters)} "
+        f"| {f'{statistics.median(all_lines):g}' if all_lines else '-'} "
+        f"| {_share(sum(map(stub_fails, all_ids)), len(all_ids))} "
+        f"| {_share(sum(map(mistake_rejected, all_ids)), len(all_ids))} "
+        f"| {_share(sum(s != 'passed' for s in all_variants), len(all_variants))} |"
+    )
+    helpers = [c for c in chapters if c.unassigned_lines]
+    if helpers:
+        lines += ["", "Solution lines outside any exercise's function (helpers the solution "
+                  "defines), included in the chapter's total: "
+                  + ", ".join(f"{c.chapter}: {c.unassigned_lines}" for c in helpers) + "."]
+    lines += [
+        "",
+        "## Per exercise",
+        "",
+        "| exercise | function | points | solution lines | check on the stub "
+        "| wrong variants (rejected / listed) |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for ex in every:
+        found = variants_of(ex.exercise_id)
+        rejected = sum(status != "passed" for status in found.values())
+        stub = verdicts.stub.get(ex.exercise_id, "not graded")
+        lines.append(f"| {ex.exercise_id} | `{ex.name}` | {ex.points} | {ex.solution_lines} "
+                     f"| {stub} | {rejected} / {len(found)} |")
+    passed_variants = sorted(f"{eid} {name}" for eid, found in verdicts.variants.items()
+                             for name, status in found.items() if status == "passed")
+    if passed_variants:
+        lines += ["", "Variants that the check wrongly accepts: "
+                  + ", ".join(f"`{v}`" for v in passed_variants) + "."]
+    record = {
+        "fingerprints": {chapter.chapter: chapter.fingerprint for chapter in chapters},
+        "stub": dict(sorted(verdicts.stub.items())),
+        "variants": {eid: dict(sorted(found.items()))
+                     for eid, found in sorted(verdicts.variants.items())},
+    }
+    lines += ["", VERDICTS_MARK + json.dumps(record, sort_keys=True) + " -->", ""]
+    return "\n".join(lines)
+
+
+def recorded(text: str) -> tuple[dict[str, str], Verdicts]:
+    """The fingerprints and verdicts a written counts.md holds."""
+    for line in text.splitlines():
+        if line.startswith(VERDICTS_MARK) and line.endswith(" -->"):
+            record = json.loads(line[len(VERDICTS_MARK):-len(" -->")])
+            return record["fingerprints"], Verdicts(record["stub"], record["variants"])
+    raise ValueError("no verdicts record in the file; run scripts/course_counts.py")
+
+
+def check_up_to_date(path: Path = OUT) -> list[str]:
+    """Empty when ``path`` is what a full run would write now; otherwise what is stale."""
+    if not path.is_file():
+        return [f"{path} does not exist"]
+    text = path.read_text(encoding="utf-8")
+    chapters = static_counts()
+    fingerprints, verdicts = recorded(text)
+    problems = []
+    for chapter in chapters:
+        chapter.fingerprint = fingerprint(chapter)
+        if fingerprints.get(chapter.chapter) != chapter.fingerprint:
+            problems.append(f"chapter {chapter.chapter}: its checks, exercise notebook or wrong "
+                            "variants changed since the verdicts were recorded")
+    gone = sorted(set(fingerprints) - {chapter.chapter for chapter in chapters})
+    problems += [f"chapter {chapter} is recorded but has no solution notebook" for chapter in gone]
+    if not problems and render(chapters, verdicts) != text:
+        problems.append("the counts (exercises, points or solution lines) changed")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="only say whether the committed file is up to date (no check runs)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check_up_to_date(args.out)
+        for problem in problems:
+            print(f"{args.out.relative_to(REPO)} is stale: {problem}")
+        if problems:
+            print("run: python scripts/course_counts.py")
+        return 1 if problems else 0
+    chapters = static_counts()
+    for chapter in chapters:
+        chapter.fingerprint = fingerprint(chapter)
+    verdicts = run_checks(chapters, log=lambda line: print(line, flush=True))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(chapters, verdicts), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
