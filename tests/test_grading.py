@@ -648,16 +648,19 @@ def test_a_cell_function_that_runs_the_answer_earns_nothing(exercise_id, source,
                              "computing the result in the notebook: 0 points")
 
 
-def _replace_stubs(notebook: Path, sources: dict[str, str], path: Path) -> Path:
+def _replace_stubs(notebook: Path, sources: dict[str, str], path: Path,
+                   given: set[str] = frozenset()) -> Path:
     """A copy of exercise ``notebook`` at ``path`` whose stub cell defining each name in
-    ``sources`` holds ``sources[name]`` instead."""
+    ``sources`` holds ``sources[name]`` instead; for a name in ``given`` (a find-the-bug
+    exercise), the cell of its given code."""
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     replaced = set()
     for cell in nb["cells"]:
         text = "".join(cell["source"])
         is_stub = cell["cell_type"] == "code" and "NotImplementedError" in text
         for name, source in sources.items():
-            if is_stub and f"def {name}(" in text:
+            if cell["cell_type"] == "code" and (is_stub or name in given) and \
+                    f"def {name}(" in text:
                 cell["source"] = source
                 replaced.add(name)
     assert replaced == set(sources), f"no stub cell for {set(sources) - replaced} in {notebook}"
@@ -679,6 +682,7 @@ def test_every_exercise_answered_by_importing_the_package_function_scores_zero(
         {name: f"from {fn.__module__} import {fn.__name__} as {name}"
          for name, fn in imported.items()},
         tmp_path / solution.name,
+        given=_functions_with_given_code(json.loads(solution.read_text(encoding="utf-8"))),
     )
     report = grade_notebook(variant, workdir=REPO / "exercises")
     assert report.cell_errors == []  # the imports worked, and the notebook ran with them
