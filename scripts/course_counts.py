@@ -19,11 +19,13 @@ one), this script writes one row per chapter and one per exercise:
 Both verdicts come from running the checks, never from reading code. That takes minutes, so the
 file also records, per chapter, a fingerprint of everything the verdicts depend on besides the
 package's reference functions: the grader, the chapter's checks module, its exercise notebook and
-the variants' sources. ``--check`` recomputes the counts and fingerprints (seconds, no check runs)
-and fails unless the committed file is exactly what a full run would write with the recorded
-verdicts; ``tests/test_course_counts.py`` calls it.
+the variants' sources. A run reuses the recorded verdicts of a chapter whose fingerprint has not
+changed (``--all`` runs everything). ``--check`` recomputes the counts and fingerprints (seconds,
+no check runs) and fails unless the committed file is exactly what a full run would write with
+the recorded verdicts; ``tests/test_course_counts.py`` calls it.
 
-    python scripts/course_counts.py            # run every check, write docs/instructor/counts.md
+    python scripts/course_counts.py            # run the checks, write docs/instructor/counts.md
+    python scripts/course_counts.py --all      # the same, without reusing unchanged chapters
     python scripts/course_counts.py --check    # quick: is the committed file up to date?
 """
 
@@ -148,12 +150,16 @@ def static_counts() -> list[ChapterCount]:
 
 def fingerprint(chapter: ChapterCount) -> str:
     """sha256 (first 16 hex digits) of what the chapter's verdicts depend on, apart from the
-    package's reference functions: the grader, checks/chNN.py, the exercise notebook's code and
-    every rule-variant source."""
+    package's reference functions: the grader, checks/chNN.py and the checks' shared helpers,
+    the exercise notebook's code, and the wrong variants' sources (tests/test_exercise_rules.py
+    and every tests/rules_ch*.py that names one of the chapter's exercises)."""
     digest = hashlib.sha256()
-    files = [GRADER, REPO / "minidecode" / "course" / "checks" / f"ch{chapter.chapter}.py",
-             RULES_FILE, *sorted(RULES_FILE.parent.glob("rules_ch*.py"))]
-    for path in files:
+    checks = REPO / "minidecode" / "course" / "checks"
+    helpers = [path for path in sorted(checks.glob("*.py"))
+               if not re.match(r"ch\d\d\.py$", path.name)]
+    rules = [path for path in sorted(RULES_FILE.parent.glob("rules_ch*.py"))
+             if re.search(rf"['\"]{chapter.chapter}\.\d", path.read_text(encoding="utf-8"))]
+    for path in [GRADER, checks / f"ch{chapter.chapter}.py", *helpers, RULES_FILE, *rules]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"<missing>")
     exercise_notebook = EXERCISES / chapter.notebook
@@ -177,12 +183,27 @@ def load_rules() -> list[tuple[str, str, object]]:
     return list(module.RULES)
 
 
-def run_checks(chapters: list[ChapterCount], log=print) -> Verdicts:
-    """Grade every fresh exercise notebook, and run every rule variant through its check."""
+def run_checks(chapters: list[ChapterCount], log=print,
+               reuse: tuple[dict[str, str], Verdicts] | None = None) -> Verdicts:
+    """Grade every fresh exercise notebook, and run every rule variant through its check.
+
+    ``reuse``: the fingerprints and verdicts of an earlier run; a chapter whose fingerprint is
+    unchanged keeps its recorded verdicts instead of running its checks again."""
     from minidecode.course.grading import get_exercise, grade_notebook, run_check
 
     verdicts = Verdicts()
+    fresh = []
     for chapter in chapters:
+        ids = [ex.exercise_id for ex in chapter.exercises]
+        if reuse and reuse[0].get(chapter.chapter) == chapter.fingerprint and all(
+                eid in reuse[1].stub for eid in ids):
+            for eid in ids:
+                verdicts.stub[eid] = reuse[1].stub[eid]
+                if eid in reuse[1].variants:
+                    verdicts.variants[eid] = dict(reuse[1].variants[eid])
+            log(f"chapter {chapter.chapter}: unchanged, verdicts reused")
+            continue
+        fresh.append(chapter)
         start = time.perf_counter()
         notebook = EXERCISES / chapter.notebook
         if notebook.is_file():
@@ -190,7 +211,7 @@ def run_checks(chapters: list[ChapterCount], log=print) -> Verdicts:
             for result in report.results:
                 verdicts.stub[result.exercise_id] = result.status
         log(f"chapter {chapter.chapter}: stubs graded in {time.perf_counter() - start:.0f} s")
-    wanted = {ex.exercise_id for chapter in chapters for ex in chapter.exercises}
+    wanted = {ex.exercise_id for chapter in fresh for ex in chapter.exercises}
     for exercise_id, _name, wrong in load_rules():
         if exercise_id not in wanted:
             continue
@@ -336,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="only say whether the committed file is up to date (no check runs)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--all", action="store_true",
+                        help="run every chapter's checks, even where the recorded verdicts hold")
     args = parser.parse_args(argv)
     if args.check:
         problems = check_up_to_date(args.out)
@@ -347,7 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     chapters = static_counts()
     for chapter in chapters:
         chapter.fingerprint = fingerprint(chapter)
-    verdicts = run_checks(chapters, log=lambda line: print(line, flush=True))
+    reuse = None
+    if not args.all and args.out.is_file():
+        try:
+            reuse = recorded(args.out.read_text(encoding="utf-8"))
+        except ValueError:
+            reuse = None
+    verdicts = run_checks(chapters, log=lambda line: print(line, flush=True), reuse=reuse)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(chapters, verdicts), encoding="utf-8")
     print(f"wrote {args.out}")
