@@ -1,16 +1,27 @@
 """Chapter 09 (InfiniPot and cache policies): 09.1 NuC scores from logits, 09.2 CaP scores from the
-catalyst's attention, 09.3 the keep set (NuC first, then CaP), 09.4 Context-Reset RoPE positions."""
+catalyst's attention, 09.3 the keep set (NuC first, then CaP), 09.4 Context-Reset RoPE positions,
+09.5 the CCD reader loop with any cache policy, 09.6-09.7 short answers on a small pot."""
 
 from __future__ import annotations
 
+import functools
+import random
 from collections.abc import Iterator
 
 import torch
 from hypothesis import strategies as st
 
+from minidecode.cache_policies import H2O, InfiniPot, SirLLM, StreamingLLM
 from minidecode.cache_policies.cap_nuc import catalyst_scores, infinipot_keep, novelty_scores
 from minidecode.course.grading import Case, exercise
-from minidecode.infinipot import context_reset_positions
+from minidecode.infinipot import (
+    answer_after_reading,
+    context_reset_positions,
+    needle_example,
+    needle_kept,
+    read_document,
+)
+from minidecode.model import ModelConfig, Transformer
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -109,3 +120,82 @@ def context_reset_positions_cases() -> Iterator[Case]:
     yield Case(torch.tensor([[[7, 3, 90, 12]]]), name="out of order: ranks, not argsort")
     yield Case(torch.tensor([[[5, 900, 17], [40, 2, 3]]]), name="each row on its own")
     yield Case(torch.tensor([[[1234]]]))
+
+
+# 09.5: the reader loop, on a tiny random model (what it reads does not matter, only that the
+# student's loop keeps and re-numbers exactly the entries the course's reader does).
+def read_with_policy(model, input_ids, policy, pot_size, keep_size, chunk_size):
+    """The kept token indices of every layer, (layers, batch, kv_heads, kept), and the NLL of
+    every token read, (batch, length), after ``read_document`` with CR-RoPE."""
+    result = read_document(model, input_ids, policy, pot_size, keep_size, chunk_size)
+    return torch.stack(result.cache.token_index), result.token_nll
+
+
+def _tiny_model() -> Transformer:
+    torch.manual_seed(0)  # the weights; every case gets its own copy of the same model
+    config = ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64)
+    return Transformer(config).eval()
+
+
+@exercise("09.5", reference=read_with_policy, returns=tuple, stateful=("policy",), points=3)
+def read_with_policy_cases() -> Iterator[Case]:
+    """StreamingLLM, H2O (attention weights, state), InfiniPot on a batch of two (the catalyst
+    takes room), one token a chunk (the first token's NLL is 0), and two sizes that cannot work."""
+    model = _tiny_model()
+    ids = torch.randint(0, 40, (2, 37), generator=_generator(1))
+    yield Case(model, ids[:1, :32], StreamingLLM(n_sinks=2), 24, 8, 8,
+               name="distil when the next chunk would overflow the pot, keep keep_size")
+    yield Case(model, ids[:1, :32], H2O(n_recent=4), 24, 8, 8,
+               name="a policy that needs attention weights, and observes every chunk")
+    yield Case(model, ids, InfiniPot([1, 2, 3], alpha=0.5), 24, 8, 6,
+               name="the catalyst's reserve counts against the pot")
+    yield Case(model, ids[:, :10], SirLLM(n_sinks=1, n_recent=2), 7, 3, 1,
+               name="one token a chunk: NLL carried across chunks, CR-RoPE after each distil")
+    yield Case(model, ids[:1, :20], InfiniPot([1, 2, 3]), 24, 8, 14,
+               name="ValueError: a chunk larger than pot - keep - catalyst cannot fit")
+    yield Case(model, ids[:1, :20], StreamingLLM(n_sinks=2), 8, 8, 4,
+               name="ValueError: keep_size must be smaller than pot_size")
+
+
+# 09.6, 09.7: "a small pot (M = 256, C = 64): how many distillations, and does the needle survive
+# them all?", on the playground's document (2,048 tokens, the needle at depth 0.3).
+@functools.lru_cache(maxsize=1)
+def _small_pot_reading() -> tuple[int, float, bool]:
+    import minidecode
+
+    model, tokenizer = minidecode.load("tiny-retriever")
+    needle = needle_example(tokenizer, 2048, 0.3, random.Random(7))
+    answer, result = answer_after_reading(model, needle.document_ids, needle.question_ids,
+                                          InfiniPot(needle.question_ids), max_new_tokens=3,
+                                          pot_size=256, keep_size=64, chunk_size=128)
+    correct = tokenizer.decode(answer).strip().startswith(needle.code)
+    return result.distillations, needle_kept(result.cache, needle.code_positions), correct
+
+
+def answer_09_6() -> int:
+    """How many distillations InfiniPot runs on the playground's document with M 256, C 64."""
+    return _small_pot_reading()[0]
+
+
+def answer_09_7() -> str:
+    """Where the needle's code survives: "a" in every (layer, KV head) cache; "b" in some but not
+    all, and the greedy answer starts with the code; "c" in some, and the answer is wrong; "d" in
+    none."""
+    _, share, correct = _small_pot_reading()
+    if share == 1:
+        return "a"
+    if share == 0:
+        return "d"
+    return "b" if correct else "c"
+
+
+@exercise("09.6", reference=answer_09_6, returns=int)
+def answer_09_6_cases() -> Iterator[Case]:
+    yield Case()
+
+
+@exercise("09.7", reference=answer_09_7, returns=str)
+def answer_09_7_cases() -> Iterator[Case]:
+    yield Case()
