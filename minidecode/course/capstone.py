@@ -44,7 +44,9 @@ the plain greedy stack (:func:`greedy_decode`) on the same prompts:
   does, as on an accelerator. ``speedup`` = (new tokens per unit of the stack) / (new tokens per
   unit of plain greedy). The measured wall-clock ratio (tokens per second of the stack over those
   of greedy, alternating which runs first) is reported beside it, but does not enter the score:
-  on a shared CPU it moves by tens of percent from run to run;
+  on a shared CPU it moves by tens of percent from run to run. The count comes from forward
+  hooks, so it sees every call made as ``model(...)`` or ``draft(...)`` (calling ``.forward``
+  directly would bypass it; a stack must not);
 - *memory*: the peak number of entries the main model's KV caches held (per layer and KV head,
   summed over live caches and batch rows) and their bytes; the draft's peak bytes are reported.
 
