@@ -154,6 +154,20 @@ def test_a_given_region_replaces_the_stub_with_the_buggy_code_uncommented() -> N
     assert namespace["f"](1) == 2
 
 
+def test_nbgrader_keeps_the_given_code_before_the_solution_region() -> None:
+    from minidecode.course.nbgrader import given_before_solution
+
+    source = ("def f(x):\n    ### BEGIN SOLUTION\n    ### BEGIN GIVEN\n    # return x\n"
+              "    ### END GIVEN\n    return x + 1\n    ### END SOLUTION\n")
+    moved = given_before_solution(source)
+    assert moved.index("    # return x\n") < moved.index("### BEGIN SOLUTION")
+    assert "BEGIN GIVEN" not in moved and "uncomment" in moved
+    namespace: dict = {}
+    exec(moved, namespace)
+    assert namespace["f"](1) == 2
+    assert given_before_solution("x = 1\n") == "x = 1\n"
+
+
 def test_hidden_tests_are_dropped_and_markdown_answers_stubbed() -> None:
     source = "check('00.1', f)\n### BEGIN HIDDEN TESTS\nassert f(1) == 2\n### END HIDDEN TESTS\n"
     assert exercise_source(source) == "check('00.1', f)\n"

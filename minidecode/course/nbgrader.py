@@ -148,6 +148,7 @@ def nbgrader_notebook(
             if cell["cell_type"] != "code":
                 raise ValueError(f"chapter {chapter}: markdown answers (cell {index}) carry no "
                                  "points in `grade`; make them code or drop the markers")
+            cell["source"] = given_before_solution(source)
             meta["nbgrader"] = _nbgrader_metadata(
                 f"answer_{chapter}_{index}", solution=True, points=None
             )
@@ -155,6 +156,37 @@ def nbgrader_notebook(
     if missing:
         raise ValueError(f"chapter {chapter}: no check(...) cell for {', '.join(missing)}")
     return nb
+
+
+def given_before_solution(source: str) -> str:
+    """A find-the-bug cell for nbgrader, whose release replaces a whole solution region by its
+    stub: the ``### BEGIN GIVEN`` region (the buggy first attempt, commented out) moves to just
+    before its ``### BEGIN SOLUTION`` line, under a line telling the student to uncomment it, so
+    the released notebook still holds the given code. A cell without one is returned as it is."""
+    from minidecode.course.exercises import BEGIN_GIVEN, BEGIN_SOLUTION, END_GIVEN
+
+    lines = source.splitlines(keepends=True)
+    out: list[str] = []
+    solution_at = 0
+    given: list[str] | None = None
+    for line in lines:
+        marker = line.strip()
+        if marker == BEGIN_SOLUTION:
+            solution_at = len(out)
+        elif marker == BEGIN_GIVEN:
+            indent = line[: len(line) - len(line.lstrip())]
+            given = [f"{indent}# The given first attempt: uncomment it, delete the stub under it "
+                     "and fix the bug.\n"]
+            continue
+        elif marker == END_GIVEN and given is not None:
+            out[solution_at:solution_at] = given
+            given = None
+            continue
+        if given is not None:
+            given.append(line)
+            continue
+        out.append(line)
+    return "".join(out)
 
 
 def _config_text(course_id: str, exchange: str, timeout: int) -> str:
