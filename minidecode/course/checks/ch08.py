@@ -1,5 +1,6 @@
 """Chapter 08 (per-head attention patterns): 08.1 StreamingLLM's sink-plus-window mask, 08.2 the
-share of attention a pattern misses, 08.3 the heads to make local under a budget."""
+share of attention a pattern misses, 08.3 the heads to make local under a budget, 08.4 one layer
+of attention with sink-plus-window heads and its KV cost, 08.5 the KV cache at long context."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from collections.abc import Iterator
 import torch
 from hypothesis import strategies as st
 
-from minidecode.attention_patterns import choose_local_heads, missed_mass, sink_window_mask
+from minidecode.attention_patterns import (
+    choose_local_heads,
+    missed_mass,
+    sink_window_attention,
+    sink_window_mask,
+)
 from minidecode.course.grading import Case, exercise
 
 
@@ -92,3 +98,54 @@ def choose_local_heads_cases() -> Iterator[Case]:
     yield Case(torch.arange(10.0).flip(0).reshape(2, 5), 0.3,
                name="round(0.3 * 10) = 3 heads, the lowest scores")
     yield Case(torch.randperm(32, generator=_generator(4)).reshape(4, 8).float(), 0.75)
+
+
+# 08.4: one layer of attention with sink-plus-window heads, and the KV entries each head keeps.
+def _qkv(seed: int, heads: int, length: int, head_dim: int) -> tuple[torch.Tensor, ...]:
+    generator = _generator(seed)
+    return tuple(torch.randn(heads, length, head_dim, generator=generator) * scale
+                 for scale in (1.5, 1.5, 1.0))
+
+
+@st.composite
+def _attention_cases(draw: st.DrawFn) -> Case:
+    heads, length = draw(st.integers(1, 4)), draw(st.integers(1, 24))
+    q, k, v = _qkv(draw(st.integers(0, 10**6)), heads, length, draw(st.sampled_from([2, 4, 8])))
+    local = set(draw(st.lists(st.integers(0, heads - 1), max_size=heads)))
+    return Case(q, k, v, local, draw(st.integers(0, 4)), draw(st.integers(1, 12)))
+
+
+@exercise("08.4", reference=sink_window_attention, returns=tuple, strategy=_attention_cases(),
+          max_examples=25, points=2)
+def sink_window_attention_cases() -> Iterator[Case]:
+    """Two of four heads local; every head global; every head local; window 1; more sinks
+    than tokens; a window longer than the text."""
+    q, k, v = _qkv(0, 4, 20, 8)
+    yield Case(q, k, v, {1, 3}, 2, 4,
+               name="local heads: k < n_sinks or q - k < window; the others: every k <= q")
+    yield Case(q, k, v, set(), 2, 4, name="no local head: plain causal attention, T entries each")
+    yield Case(q, k, v, {0, 1, 2, 3}, 4, 6, name="every head local: n_sinks + window entries each")
+    yield Case(q, k, v, {0}, 0, 1, name="window 1, no sinks: each query sees only itself")
+    q, k, v = _qkv(1, 2, 5, 4)
+    yield Case(q, k, v, {0, 1}, 8, 2, name="more sinks than tokens: every token is kept")
+    yield Case(q, k, v, {1}, 1, 30, name="a window longer than the text: as global")
+    q, k, v = _qkv(2, 3, 16, 4)
+    yield Case(q, k, v, [2], 1, 3, name="local_heads as a list")
+
+
+def _kv_share(local_share: float, n_sinks: int, window: int, length: int) -> float:
+    """The share of a full KV cache kept when ``local_share`` of the heads are sink + window."""
+    local = min(length, n_sinks + window)
+    return local_share * local / length + (1 - local_share)
+
+
+def answer_08_5() -> str:
+    """Half the heads local (sink 4 + window 32) at 32,768 tokens: (a) under 1% of the full
+    KV cache, (b) about 50%, (c) about 54%, (d) about 100% (computed)."""
+    share = _kv_share(0.5, 4, 32, 32_768)
+    return min(zip((0.005, 0.50, 0.54, 1.0), "abcd"), key=lambda pair: abs(pair[0] - share))[1]
+
+
+@exercise("08.5", reference=answer_08_5, returns=str, max_examples=0)
+def answer_08_5_cases() -> Iterator[Case]:
+    yield Case(name="the KV cache of half the heads local, at 32,768 tokens")
