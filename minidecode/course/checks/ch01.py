@@ -1,13 +1,19 @@
-"""Chapter 01 (the decode loop): exercise 01.1 min-p filtering, 01.2 tie-safe nucleus filtering."""
+"""Chapter 01 (the decode loop): exercise 01.1 min-p filtering, 01.2 tie-safe nucleus filtering,
+01.3 the sampling loop with a KV cache (3 points), 01.4 a short answer: top-p 0.9 at temperature
+2."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from hypothesis import strategies as st
 
+from minidecode import generate as decode_loop
 from minidecode import sampling
+from minidecode.course.checks.tiny_model import check_model, random_prompt
 from minidecode.course.grading import Case, exercise
 
 INF = float("inf")
@@ -83,3 +89,104 @@ def top_p_cases() -> Iterator[Case]:
     yield Case(torch.tensor([0.3, 0.1]), 1.2, name="top_p must be in (0, 1]: ValueError")
     yield Case(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, -1.0]], dtype=torch.float64), 0.6,
                name="the dtype of logits is kept (float64)")
+
+
+# ------------------------------------------------------------------------------------ 01.3
+@dataclass(frozen=True)
+class NoImmediateRepeat:
+    """A logits processor that reads the text so far: the token just written may not follow
+    itself. ``input_ids``: (batch, t), the prompt and every token generated so far."""
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] == 0:
+            return scores
+        return scores.scatter(-1, input_ids[:, -1:], float("-inf"))
+
+
+def sample_with_cache(model, prompt_ids, max_new_tokens, temperature, processors, seed,
+                      stop_token_id):
+    """The course's loop: :func:`minidecode.generate.generate` with sampling."""
+    generator = torch.Generator().manual_seed(seed)
+    return decode_loop.generate(model, prompt_ids, max_new_tokens, do_sample=True,
+                                temperature=temperature, logits_processors=processors,
+                                generator=generator, eos_token_id=stop_token_id)
+
+
+def _loop_case(batch, prompt_length, max_new_tokens, temperature, processors, seed, stop,
+               name="", last_token=None):
+    prompt = random_prompt(batch, prompt_length, seed)
+    if last_token is not None:  # a prompt ending in a token the model likes to repeat
+        prompt[:, -1] = last_token
+    return Case(check_model(prompt_length, max_new_tokens), prompt, max_new_tokens, temperature,
+                processors, seed, stop, name=name)
+
+
+# The parts of the package's loop the exercise asks for: running them is not the student's work.
+LOOP_PARTS = (decode_loop.generate, decode_loop.prefill, decode_loop.decode_steps,
+              decode_loop.process_scores, decode_loop.apply_temperature, decode_loop.draw,
+              sampling.sample_next_token, sampling.apply_processors)
+
+
+@exercise(
+    "01.3",
+    reference=sample_with_cache,
+    returns=torch.Tensor,
+    points=3,
+    answers=LOOP_PARTS,
+    strategy=st.builds(
+        _loop_case, st.integers(1, 3), st.integers(1, 6), st.integers(1, 10),
+        st.sampled_from([0.7, 1.0, 1.4]),
+        st.sampled_from([[], [sampling.TopP(0.8)], [sampling.MinP(0.05)], [sampling.TopK(4)]]),
+        st.integers(0, 2**16), st.sampled_from([None, 28, 22]),
+    ),
+    max_examples=5,
+)
+def sample_with_cache_cases() -> Iterator[Case]:
+    """One row, a batch with stops, temperature before truncation, a processor that reads the
+    text, every row stopping early, zero tokens, bad arguments."""
+    yield _loop_case(1, 5, 10, 1.0, [], 0, None, name="one row, plain sampling, no stop token")
+    yield _loop_case(3, 4, 12, 0.8, [sampling.TopP(0.9)], 1, 28,
+                     name="a batch: rows that draw the stop token are padded with it")
+    yield _loop_case(2, 3, 12, 0.5, [sampling.TopP(0.6)], 5, None,
+                     name="temperature first, then the processors")
+    yield _loop_case(2, 6, 10, 1.5, [sampling.MinP(0.1)], 2, 28,
+                     name="min-p at a high temperature")
+    yield _loop_case(3, 3, 8, 0.7, [NoImmediateRepeat(), sampling.TopK(6)], 1, None,
+                     last_token=20,
+                     name="a processor that reads input_ids: the prompt and the tokens so far")
+    yield _loop_case(3, 4, 24, 1.0, [], 4, 22,
+                     name="every row stops early: the loop ends when all rows have stopped")
+    yield _loop_case(2, 3, 0, 1.0, [], 0, 28, name="max_new_tokens = 0: the prompt as it is")
+    yield _loop_case(1, 3, 4, 0.0, [], 0, None, name="temperature must be > 0: ValueError")
+    yield _loop_case(1, 3, 0, -1.0, [], 0, None, name="temperature must be > 0: ValueError")
+
+
+# ------------------------------------------------------------------------------------ 01.4
+ONCE_UPON_A_TIME = "Once upon a time, there was a"
+
+
+@functools.cache
+def _tiny_target_last_logits(text: str) -> torch.Tensor:
+    """tiny-target's (vocab,) float32 logits for the token after ``text``."""
+    import minidecode
+    from minidecode.tinyworld.evaluate import encode_prompt
+
+    model, tokenizer = minidecode.load("tiny-target")
+    with torch.no_grad():
+        return model(torch.tensor([encode_prompt(tokenizer, text)])).logits[0, -1].float()
+
+
+def _kept_by_top_p(text: str, top_p: float, temperature: float) -> int:
+    scores = _tiny_target_last_logits(text) / temperature
+    return int((sampling.top_p_filter(scores, top_p) > float("-inf")).sum())
+
+
+def answer_01_4():
+    """How many tokens top-p 0.9 keeps at temperature 2 (temperature first) after
+    "Once upon a time, there was a", on tiny-target."""
+    return _kept_by_top_p(ONCE_UPON_A_TIME, 0.9, 2.0)
+
+
+@exercise("01.4", reference=answer_01_4, returns=int)
+def answer_01_4_cases() -> Iterator[Case]:
+    yield Case(name="the number of tokens top-p 0.9 keeps at temperature 2")
