@@ -18,7 +18,7 @@ The set grows from ``k = 1`` while ``Delta_k > epsilon``: a token joins only if 
 probability tells us noticeably more than "somewhere in the uniform rest". Peaked distributions stop
 after one or two tokens, flat ones with a distinct head keep many.
 
-:class:`ConfidenceRule`: the source text's first approximation, with its bugs fixed: the entropy of
+:class:`ConfidenceRule`: a common first attempt, with its bugs fixed: the entropy of
 each row gives a confidence ``1 / (1 + H)``; very confident rows are greedy, confident rows sample
 from a small top-k, the rest from a large top-k. Two thresholds and two set sizes, fixed in advance.
 
@@ -140,7 +140,7 @@ class AdaptiveDecoding:
 
 @dataclass
 class ConfidenceRule:
-    """The source text's rule, fixed: confidence ``c = 1 / (1 + H)`` (H in nats) picks the set.
+    """A common first attempt, fixed: confidence ``c = 1 / (1 + H)`` (H in nats) picks the set.
 
     ``c > greedy_above``: keep only the top token; ``c > small_above``: the top ``small_k``;
     otherwise the top ``large_k``. Each row of the batch gets its own decision, and set sizes
