@@ -33,7 +33,7 @@ def _speculative(target, draft, input_ids, max_new_tokens, gamma, *, roll_back_t
         while accepted < len(drafted) and drafted[accepted] == int(choices[accepted]):
             accepted += 1
         emitted = drafted[:accepted]
-        if bonus or accepted < len(drafted):
+        if bonus or accepted < len(drafted) or not drafted:  # no bonus after a full accept
             emitted = emitted + [int(choices[accepted])]
         tokens = torch.cat([tokens, torch.tensor([emitted], dtype=torch.long)], dim=1)
         accepted_lengths.append(accepted)
