@@ -1,14 +1,26 @@
 """Chapter 04 (chain-of-thought decoding): 04.1 the answer confidence Delta of a path, 04.2 the
-span of the last number in a path."""
+span of the last number in a path, 04.3 CoT-decoding end to end (branch, continue, score,
+choose), 04.4 find the bug: trigger insertion that takes a logit for a token id, 04.5 a short
+answer: what aggregated Delta does where max Delta is wrong."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from hypothesis import strategies as st
 
-from minidecode.cot import answer_delta, last_number_span
+from minidecode.cot import (
+    answer_delta,
+    branch_paths,
+    cot_decode,
+    held_out_arithmetic,
+    last_number_span,
+    select_path,
+    trigger_insertion_decode,
+)
 from minidecode.course.grading import Case, exercise
 
 
@@ -63,3 +75,111 @@ def last_number_span_cases() -> Iterator[Case]:
     yield Case([" 12", " 5"], name="a piece with a space starts a new number")
     yield Case([" it", " costs", " 14.", " ok"], name="\"14.\" mixes digits with a dot: no number")
     yield Case(["1", "2", "3"], name="one number over 3 pieces")
+
+
+# ------------------------------------------------------------------------------------- 04.3-04.5
+# The model of these exercises is tiny-draft (2 layers, trained on the same TinyWorld text as
+# tiny-target): its paths are real chains with numbers in them, and a check stays within seconds.
+@functools.lru_cache(maxsize=1)
+def _draft() -> tuple[Any, Any]:
+    import minidecode
+
+    model, tokenizer = minidecode.load("tiny-draft")
+    return model.eval(), tokenizer
+
+
+def _question_ids(tokenizer: Any, n_steps: int, index: int) -> torch.Tensor:
+    """(1, prompt) ids of held-out arithmetic problem ``index`` with ``n_steps`` steps."""
+    from minidecode import tinyworld
+    from minidecode.tinyworld.corpus import encode_prompt
+
+    problem = held_out_arithmetic(n_steps, index + 1)[index]
+    return torch.tensor([encode_prompt(tokenizer, tinyworld.arithmetic_prompt(problem))])
+
+
+def cot_decode_max(model: Any, tokenizer: Any, prompt_ids: torch.Tensor, k: int,
+                   max_new_tokens: int) -> dict[str, list | int]:
+    """CoT-decoding with max Delta and the last number as the answer, as :func:`cot_decode`
+    does it, with each branch's first token, tokens, answer and Delta, and the chosen branch."""
+    result = cot_decode(model, tokenizer, prompt_ids, k=k, max_new_tokens=max_new_tokens)
+    return {
+        "first_tokens": [path.first_token for path in result.paths],
+        "tokens": [path.tokens for path in result.paths],
+        "answers": [path.answer for path in result.paths],
+        "deltas": [path.delta for path in result.paths],
+        "chosen": result.chosen,
+    }
+
+
+@st.composite
+def _cot_cases(draw: st.DrawFn) -> Case:
+    model, tokenizer = _draft()
+    n_steps = draw(st.integers(1, 3))
+    index = draw(st.integers(0, 9))
+    k = draw(st.integers(1, 3))
+    max_new_tokens = draw(st.integers(1, 10))
+    return Case(model, tokenizer, _question_ids(tokenizer, n_steps, index), k, max_new_tokens)
+
+
+@exercise("04.3", reference=cot_decode_max, returns=dict, strategy=_cot_cases(), max_examples=2,
+          points=3, stateful=("tokenizer",), answers=(branch_paths,))
+def cot_decode_max_cases() -> Iterator[Case]:
+    """A direct answer against chains, a chain that needs Delta on its answer only, greedy
+    (k = 1), a path cut before its first number, and k out of range."""
+    model, tokenizer = _draft()
+    yield Case(model, tokenizer, _question_ids(tokenizer, 1, 0), 3, 14,
+               name="branch on the top-k first tokens, continue each greedily")
+    yield Case(model, tokenizer, _question_ids(tokenizer, 2, 0), 3, 16,
+               name="Delta on the answer span only; choose the largest")
+    yield Case(model, tokenizer, _question_ids(tokenizer, 3, 1), 1, 10, name="k = 1 is greedy")
+    yield Case(model, tokenizer, _question_ids(tokenizer, 2, 1), 2, 3,
+               name="no number in a path: answer None, Delta 0")
+    yield Case(model, tokenizer, _question_ids(tokenizer, 1, 1), 0, 8,
+               name="k outside [1, vocab]: ValueError")
+
+
+def trigger_greedy(model: Any, tokenizer: Any, prompt_ids: torch.Tensor, every: int,
+                   max_new_tokens: int) -> list[int]:
+    """Greedy decoding that feeds the trigger's token ids through the cache at step 0 and after
+    every ``every`` generated tokens (:func:`trigger_insertion_decode`, phrase due = phrase fed)."""
+    return trigger_insertion_decode(model, tokenizer, prompt_ids, every=every,
+                                    max_new_tokens=max_new_tokens, at_sentence_end=False).tokens
+
+
+@exercise("04.4", reference=trigger_greedy, returns=list, stateful=("tokenizer",))
+def trigger_greedy_cases() -> Iterator[Case]:
+    """The trigger every 3 and every 5 tokens, once only, and bad arguments."""
+    model, tokenizer = _draft()
+    yield Case(model, tokenizer, _question_ids(tokenizer, 2, 4), 3, 12,
+               name="the next token is the argmax's index, not the largest logit's value")
+    yield Case(model, tokenizer, _question_ids(tokenizer, 1, 2), 5, 10)
+    yield Case(model, tokenizer, _question_ids(tokenizer, 3, 0), 20, 6)
+    yield Case(model, tokenizer, _question_ids(tokenizer, 1, 2), 0, 6,
+               name="every >= 1: ValueError")
+
+
+@functools.lru_cache(maxsize=1)
+def _aggregation_on_problem() -> str:
+    """What aggregated Delta does on held-out 3-step problem 2 (tiny-draft, k = 10, 48 tokens)
+    where max Delta is wrong: "a" right, "b" max Delta's wrong answer, "c" another wrong one."""
+    model, tokenizer = _draft()
+    problem = held_out_arithmetic(3, 3)[2]
+    result = cot_decode(model, tokenizer, _question_ids(tokenizer, 3, 2), k=10,
+                        max_new_tokens=48)
+    truth = str(problem.answer)
+    by_max = result.paths[select_path(result.paths, "max")].answer
+    by_sum = result.paths[select_path(result.paths, "aggregate")].answer
+    if not any(path.answer == truth for path in result.paths):
+        return "d"
+    return "a" if by_sum == truth else "b" if by_sum == by_max else "c"
+
+
+def answer_04_5() -> str:
+    """The multiple-choice answer of 04.5, computed live from the run it asks about."""
+    return _aggregation_on_problem()
+
+
+@exercise("04.5", reference=answer_04_5, returns=str)
+def answer_04_5_cases() -> Iterator[Case]:
+    """One question, no arguments."""
+    yield Case(name="aggregated Delta on the problem where max Delta is wrong")
