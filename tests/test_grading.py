@@ -249,6 +249,21 @@ def test_check_prints_the_first_failing_case_as_yours_vs_expected(
         assert label in out
 
 
+def test_a_failed_short_answer_does_not_show_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    """A short answer is a function of no arguments: its failure report hides the expected
+    value, or the first wrong guess would give the answer away."""
+    from minidecode.course.checks.ch01 import answer_01_4
+
+    right = answer_01_4()
+
+    def wrong_guess():
+        return right + 1
+
+    assert check("01.4", wrong_guess) is False
+    out = capsys.readouterr().out
+    assert "expected: (not shown" in out and f"expected: {right}" not in out
+
+
 def test_check_catches_a_failure_only_random_cases_find(capsys: pytest.CaptureFixture[str]) -> None:
     def wrong_beyond_eight_logits(logits, temperature):  # no seeded case has more than 8
         probs = softmax_with_temperature(logits, temperature)

@@ -249,6 +249,9 @@ class CheckResult:
         return f"✗ {head}: {self.detail}"
 
 
+SHORT_ANSWER_HIDDEN = "(not shown for a short answer: run the cells above and read again)"
+
+
 @dataclass
 class _Failure:
     """A case on which the student's function disagrees with the reference."""
@@ -426,7 +429,8 @@ def _failed(
         f"{failure.why} ({where})" if failure.status == "wrong type" else where,
         f"  input:    {_show_args(failure.case)}",
         f"  yours:    {failure.yours}",
-        f"  expected: {failure.expected}",
+        # A short answer (a function of no arguments) would give itself away: hide its value.
+        f"  expected: {failure.expected if failure.case.args else SHORT_ANSWER_HIDDEN}",
     ]
     if failure.why and failure.status != "wrong type":
         lines.append(f"  problem:  {failure.why}")
