@@ -2,7 +2,7 @@
 
 Two levels, both in this module:
 
-**Sequence level** (the source text's idea, with its dominance rule fixed). Generate N candidates
+**Sequence level** (a common first design, with its dominance rule fixed). Generate N candidates
 (sampling with different settings), score each on m objectives, all oriented "higher is better":
 
     quality    mean log p_target(y_t | x, y_<t) over the candidate's tokens
@@ -13,9 +13,9 @@ Two levels, both in this module:
 a dominates b  iff  f_i(a) >= f_i(b) for every objective i  AND  f_i(a) > f_i(b) for at least one.
 
 The Pareto front is the set of candidates no other candidate dominates. Two candidates with equal
-scores do not dominate each other, so both stay on the front. (The source's sketch drops b as soon
-as another candidate is >= on every objective, so equal candidates knock each other out and a set
-of identical candidates has an empty front.) One candidate is then picked with user weights
+scores do not dominate each other, so both stay on the front. (A common first attempt drops b as
+soon as another candidate is >= on every objective, so equal candidates knock each other out and a
+set of identical candidates has an empty front.) One candidate is then picked with user weights
 w >= 0, not all zero, on min-max normalised scores f~ in [0, 1]:
 
     weighted sum   argmax_a  sum_i w_i f~_i(a)
@@ -25,21 +25,24 @@ A weighted sum can only reach the convex hull of the front; Chebyshev scalarisat
 point of it (Miettinen 1999, "Nonlinear Multiobjective Optimization"); the small rho = 1e-6 term
 (augmented Chebyshev) breaks ties towards a non-dominated point.
 
-**Token level**: MOD, Shi et al. (2024, "Decoding-Time Language Model Alignment with Multiple
-Objectives", arXiv:2406.18853). With models (or prompts) p_1 .. p_M and weights w (sum 1), the
-next-token scores are the weighted sum of log-probabilities,
+**Token level**: MOD, Shi, Chen, Hu, Liu, Hajishirzi, Smith & Du (NeurIPS 2024, "Decoding-Time
+Language Model Alignment with Multiple Objectives", arXiv:2406.18853). With models (or prompts)
+p_1 .. p_M and weights w (sum 1), the next-token scores are the weighted sum of log-probabilities,
 
     scores(v) = sum_j w_j log p_j(v | x, y_<t),
 
 then sampled or argmaxed as usual (the closed form the paper derives for the reverse-KL
 regularised case). :class:`MODProcessor` is a logits processor that mixes the decoding model with a
-second one (the draft, or the target reading another prompt), with one weight in [0, 1].
+second one (the draft, or the target reading another prompt), with one weight in [0, 1];
+:func:`mod_sample` samples from the blend of two prompts of one model, and
+:func:`location_statement_rate` is one of the two objectives chapter 05 measures along the weight.
 
 Shapes: ``scores`` (n_candidates, n_objectives) float; ``weights`` (n_objectives,).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,14 +55,18 @@ from torch import Tensor
 
 from minidecode.generate import generate
 from minidecode.sampling import TopP
+from minidecode.tinyworld.corpus import NAMES, PLACES
 
 __all__ = [
     "OBJECTIVES",
     "Candidate",
+    "LOCATION_STATEMENT",
     "MODProcessor",
     "chebyshev_select",
     "dominates",
     "generate_candidates",
+    "location_statement_rate",
+    "mod_sample",
     "mean_log_prob",
     "mod_scores",
     "normalise_scores",
@@ -325,3 +332,40 @@ class MODProcessor:
         other_logits = self.other_model(new, self.cache).logits[:, -1].float()
         self.fed = context.shape[1]
         return mod_scores([scores, other_logits], [1.0 - self.weight, self.weight])
+
+
+# ------------------------------------------------------------------------- a MOD sweep's parts
+_WHO = "|".join([name for name, _ in NAMES] + ["He", "She", "he", "she"])
+LOCATION_STATEMENT = re.compile(
+    rf"\b(?:{_WHO}) (?:is in|walked to) the (?:{'|'.join(PLACES)})\.")
+"""A location statement of TinyWorld's question-answering documents ("Ella is in the forest.",
+"Hugo walked to the beach."): sentences the story grammar never uses."""
+_SENTENCE_END = re.compile(r'[.?!]"?(?=\s|$)')
+
+
+def location_statement_rate(text: str) -> float:
+    """Location statements (:data:`LOCATION_STATEMENT`) per complete sentence of ``text``; 0.0
+    for a text with no complete sentence. A rate, so a longer text does not score higher."""
+    sentences = len(_SENTENCE_END.findall(text))
+    return len(LOCATION_STATEMENT.findall(text)) / sentences if sentences else 0.0
+
+
+def mod_sample(model: Any, prompt_ids: Sequence[int], other_prompt_ids: Sequence[int],
+               weight: float, n: int, max_new_tokens: int, seed: int,
+               eos_token_id: int | None = None, temperature: float = 1.0) -> list[list[int]]:
+    """``n`` sampled continuations of ``prompt_ids`` from MOD's blend of two conditionings of one
+    model: ``(1 - weight) log p(. | prompt) + weight log p(. | other prompt)``, reproducible by
+    ``seed``. Returns the new tokens of each sample, up to and including its first
+    ``eos_token_id``."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    processor = MODProcessor(model, weight, len(prompt_ids), other_prompt_ids=other_prompt_ids)
+    ids = torch.tensor([list(prompt_ids)] * n)
+    tokens = generate(model, ids, max_new_tokens, do_sample=True, temperature=temperature,
+                      logits_processors=[processor], eos_token_id=eos_token_id,
+                      generator=torch.Generator().manual_seed(seed))
+    rows = tokens[:, len(prompt_ids):].tolist()
+    if eos_token_id is not None:
+        rows = [row[: row.index(eos_token_id) + 1] if eos_token_id in row else row
+                for row in rows]
+    return rows

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import random
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,6 +18,8 @@ from minidecode.multi_objective import (
     chebyshev_select,
     dominates,
     generate_candidates,
+    location_statement_rate,
+    mod_sample,
     mod_scores,
     normalise_scores,
     pareto_front,
@@ -21,6 +27,9 @@ from minidecode.multi_objective import (
     weighted_sum_select,
 )
 from minidecode.tinyworld.evaluate import encode_prompt
+from minidecode.tinyworld.judge import find_loop, judge_story, words
+
+MOD_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "mod_sweep.json"
 
 # small integer grids make ties and duplicates common, which is where the dominance rule matters
 _points = st.integers(1, 3).flatmap(lambda m: st.lists(
@@ -185,6 +194,85 @@ def test_mod_processor_with_a_second_prompt_reads_that_prompt(models):
     for bad in (-0.1, 1.5, "half"):
         with pytest.raises(ValueError, match="weight"):
             MODProcessor(target, bad, 3)
+
+
+# --------------------------------------------------------------------------- MOD over two prompts
+def _reporter(tokenizer):
+    from minidecode import tinyworld
+    context = tinyworld.qa(random.Random(3)).text.split("\nQ:")[0]   # as benchmarks/bench_mod.py
+    return encode_prompt(tokenizer, context)
+
+
+def test_location_statement_rate():
+    assert location_statement_rate("Ella is in the forest. Tom went to the park.") == 0.5
+    assert location_statement_rate("Hugo walked to the beach. She is in the kitchen.") == 1.0
+    assert location_statement_rate("Tom went to the park. The end.") == 0.0
+    assert location_statement_rate("Ella is in the") == 0.0            # no complete sentence
+
+
+def test_mod_sample_at_the_end_weights_is_each_conditioning_alone(models):
+    target, _, tokenizer = models
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    story = encode_prompt(tokenizer, "One rainy day, Leo woke up early.")
+    reporter = _reporter(tokenizer)
+    for weight, prompt in ((0.0, story), (1.0, reporter)):
+        blended = mod_sample(target, story, reporter, weight, 3, 12, seed=5, eos_token_id=eos)
+        alone = generate(target, torch.tensor([prompt] * 3), 12, do_sample=True,
+                         eos_token_id=eos, generator=torch.Generator().manual_seed(5))
+        alone = [row[len(prompt):] for row in alone.tolist()]
+        alone = [row[: row.index(eos) + 1] if eos in row else row for row in alone]
+        assert blended == alone, weight
+    with pytest.raises(ValueError, match="n must be"):
+        mod_sample(target, story, reporter, 0.5, 0, 4, seed=0)
+    with pytest.raises(ValueError, match="weight"):
+        mod_sample(target, story, reporter, 1.5, 2, 4, seed=0)
+
+
+def _sweep(model, tokenizer, prompts, weights, n, seed=0):
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    reporter = _reporter(tokenizer)
+    out = {}
+    for weight in weights:
+        validity, location = [], []
+        for index, prompt in enumerate(prompts):
+            for sample in mod_sample(model, encode_prompt(tokenizer, prompt), reporter, weight,
+                                     n, 24, seed + index, eos_token_id=eos):
+                text = tokenizer.decode([t for t in sample if t != eos])
+                verdict = judge_story(text, prompt=prompt)
+                if verdict.sentences:
+                    validity.append(verdict.validity)
+                location.append(location_statement_rate(text))
+        out[weight] = (sum(validity) / len(validity), sum(location) / len(location))
+    return out
+
+
+def test_mod_weight_moves_validity_down_and_location_statements_up(models):
+    """A small seeded sweep: story validity falls and the reporter's location statements rise with
+    the weight on the reporter. Sampling one conditioning alone at every weight (no MOD) would
+    leave both flat and fail."""
+    target, _, tokenizer = models
+    prompts = ["One sunny day, Maya woke up early.", "Tom lived near the park with a dog."]
+    sweep = _sweep(target, tokenizer, prompts, (0.0, 0.6, 1.0), 4)
+    (v0, l0), (v_mid, l_mid), (v1, l1) = sweep[0.0], sweep[0.6], sweep[1.0]
+    assert v0 >= v_mid >= v1 and v0 - v1 > 0.3, sweep
+    assert l0 <= l_mid <= l1 and l1 - l0 > 0.2, sweep
+
+
+def test_mod_benchmark_results_are_monotone_and_loop_free():
+    result = json.loads(MOD_RESULTS.read_text())
+    rows = result["rows"]
+    assert len(rows) >= 5 and [r["weight"] for r in rows] == sorted(r["weight"] for r in rows)
+    assert rows[0]["weight"] == 0.0 and rows[-1]["weight"] == 1.0
+    validity = [r["validity"][0] for r in rows]
+    location = [r["location_rate"][0] for r in rows]
+    assert all(b <= a for a, b in zip(validity, validity[1:])), validity
+    assert all(b >= a for a, b in zip(location, location[1:])), location
+    assert result["trend"]["validity"]["spearman_of_means"] < -0.9
+    assert result["trend"]["location_rate"]["spearman_of_means"] > 0.9
+    for row in rows:                        # the saved samples: sampled text, no repetition loop
+        sample = row["saved_sample"]["text"]
+        assert find_loop(words(sample)) is None, (row["weight"], sample)
+        assert judge_story(sample, prompt=row["saved_sample"]["prompt"]).loop_period is None
 
 
 # --------------------------------------------------------------------------- graded exercises
