@@ -77,15 +77,6 @@ def reader_no_value_error(*args):
     return _reader(*args, validate=False)
 
 
-# ----------------------------------------------------------------------------------- 09.6, 09.7
-def distillations_counting_chunks():  # a distillation only when the next chunk would overflow
-    return 17
-
-
-def needle_survives_everywhere():  # needle_kept is a share of caches: 1.0 only if all keep it
-    return "a"
-
-
 RULES = [
     ("09.5", "read_with_policy", reader_without_cr_rope),
     ("09.5", "read_with_policy", reader_ignores_the_catalyst),
@@ -94,6 +85,4 @@ RULES = [
     ("09.5", "read_with_policy", reader_stale_observation),
     ("09.5", "read_with_policy", reader_fills_the_pot),
     ("09.5", "read_with_policy", reader_no_value_error),
-    ("09.6", "answer_09_6", distillations_counting_chunks),
-    ("09.7", "answer_09_7", needle_survives_everywhere),
 ]

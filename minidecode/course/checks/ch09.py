@@ -1,11 +1,9 @@
 """Chapter 09 (InfiniPot and cache policies): 09.1 NuC scores from logits, 09.2 CaP scores from the
 catalyst's attention, 09.3 the keep set (NuC first, then CaP), 09.4 Context-Reset RoPE positions,
-09.5 the CCD reader loop with any cache policy, 09.6-09.7 short answers on a small pot."""
+09.5 the CCD reader loop with any cache policy."""
 
 from __future__ import annotations
 
-import functools
-import random
 from collections.abc import Iterator
 
 import torch
@@ -14,13 +12,7 @@ from hypothesis import strategies as st
 from minidecode.cache_policies import H2O, InfiniPot, SirLLM, StreamingLLM
 from minidecode.cache_policies.cap_nuc import catalyst_scores, infinipot_keep, novelty_scores
 from minidecode.course.grading import Case, exercise
-from minidecode.infinipot import (
-    answer_after_reading,
-    context_reset_positions,
-    needle_example,
-    needle_kept,
-    read_document,
-)
+from minidecode.infinipot import context_reset_positions, read_document
 from minidecode.model import ModelConfig, Transformer
 
 
@@ -157,45 +149,3 @@ def read_with_policy_cases() -> Iterator[Case]:
                name="ValueError: a chunk larger than pot - keep - catalyst cannot fit")
     yield Case(model, ids[:1, :20], StreamingLLM(n_sinks=2), 8, 8, 4,
                name="ValueError: keep_size must be smaller than pot_size")
-
-
-# 09.6, 09.7: "a small pot (M = 256, C = 64): how many distillations, and does the needle survive
-# them all?", on the playground's document (2,048 tokens, the needle at depth 0.3).
-@functools.lru_cache(maxsize=1)
-def _small_pot_reading() -> tuple[int, float, bool]:
-    import minidecode
-
-    model, tokenizer = minidecode.load("tiny-retriever")
-    needle = needle_example(tokenizer, 2048, 0.3, random.Random(7))
-    answer, result = answer_after_reading(model, needle.document_ids, needle.question_ids,
-                                          InfiniPot(needle.question_ids), max_new_tokens=3,
-                                          pot_size=256, keep_size=64, chunk_size=128)
-    correct = tokenizer.decode(answer).strip().startswith(needle.code)
-    return result.distillations, needle_kept(result.cache, needle.code_positions), correct
-
-
-def answer_09_6() -> int:
-    """How many distillations InfiniPot runs on the playground's document with M 256, C 64."""
-    return _small_pot_reading()[0]
-
-
-def answer_09_7() -> str:
-    """Where the needle's code survives: "a" in every (layer, KV head) cache; "b" in some but not
-    all, and the greedy answer starts with the code; "c" in some, and the answer is wrong; "d" in
-    none."""
-    _, share, correct = _small_pot_reading()
-    if share == 1:
-        return "a"
-    if share == 0:
-        return "d"
-    return "b" if correct else "c"
-
-
-@exercise("09.6", reference=answer_09_6, returns=int)
-def answer_09_6_cases() -> Iterator[Case]:
-    yield Case()
-
-
-@exercise("09.7", reference=answer_09_7, returns=str)
-def answer_09_7_cases() -> Iterator[Case]:
-    yield Case()
