@@ -55,7 +55,11 @@ def test_notebooks_are_numbered_in_teaching_order(folder: str) -> None:
 
 
 def test_exercise_notebooks_share_their_chapter_name() -> None:
+    """Each exercise notebook belongs to a chapter of the same name, except the capstone: a
+    project with no lesson of its own (its brief is the notebook; docs/instructor/capstone.md)."""
     chapters = {path.name for path in (REPO / "notebooks").glob("*.ipynb")}
+    chapters.add("12_capstone.ipynb")
+    assert (REPO / "docs" / "instructor" / "capstone.md").exists()
     for folder in ("solutions", "exercises"):
         for path in (REPO / folder).glob("*.ipynb"):
             assert path.name in chapters, f"{folder}/{path.name} has no notebooks/{path.name}"
