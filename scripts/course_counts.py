@@ -7,10 +7,11 @@ one), this script writes one row per chapter and one per exercise:
 - **solution lines**: the non-blank lines between ``### BEGIN SOLUTION`` and ``### END SOLUTION``
   in the solution notebook's code cells (lines of a ``### BEGIN GIVEN`` region, code the student is
   handed, do not count), credited to the exercise whose function encloses the region;
-- **fails on the stub**: the freshly generated ``exercises/NN_name.ipynb`` is graded as a student's
-  notebook would be (``grade_notebook``: a fresh kernel runs it, then every exercise's check runs
-  on the function the notebook left behind, the ``NotImplementedError`` stub or the buggy code a
-  find-the-bug exercise hands out); the check must not pass;
+- **fails on the stub**: the exercise's check is run on the function the freshly generated
+  ``exercises/NN_name.ipynb`` defines, the ``NotImplementedError`` stub or the buggy code a
+  find-the-bug exercise hands out (built from the notebook's own imports and definitions, in
+  process; ``--grade-notebooks`` grades the whole notebook in a fresh kernel instead, as
+  ``python -m minidecode grade`` does, which takes minutes a chapter); the check must not pass;
 - **rejects a typical mistake**: every deliberately wrong variant listed for the exercise in
   ``tests/test_exercise_rules.py``'s ``RULES`` (which also reads ``tests/rules_chNN.py``) is run
   through the exercise's check (``run_check``); an exercise counts when it has at least one
@@ -27,11 +28,17 @@ the recorded verdicts; ``tests/test_course_counts.py`` calls it.
     python scripts/course_counts.py            # run the checks, write docs/instructor/counts.md
     python scripts/course_counts.py --all      # the same, without reusing unchanged chapters
     python scripts/course_counts.py --check    # quick: is the committed file up to date?
+
+On a busy machine, split the run across processes and merge the parts:
+
+    python scripts/course_counts.py --only 04 --save /tmp/04.json     # one process a part
+    python scripts/course_counts.py --reuse-from /tmp/04.json ...     # render, reusing them
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import importlib.util
 import json
@@ -176,6 +183,33 @@ def fingerprint(chapter: ChapterCount) -> str:
 # ---------------------------------------------------------------------------- running checks
 
 
+def notebook_definitions(notebook: Path) -> dict[str, object]:
+    """What a notebook defines, built from its own code: every top-level import, function and
+    class definition of its code cells, run in order (a later definition replaces an earlier
+    one). Nothing else runs, so no model is loaded and no cell's work is repeated; a statement
+    that fails (a default argument naming a notebook variable) is skipped."""
+    namespace: dict[str, object] = {"__name__": f"exercises.{notebook.stem}"}
+    kept = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        lines = "".join(cell["source"]).splitlines()
+        source = "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if not isinstance(node, kept):
+                continue
+            code = compile(ast.Module(body=[node], type_ignores=[]), str(notebook), "exec")
+            try:
+                exec(code, namespace)
+            except Exception:  # noqa: BLE001 - a definition that needs the notebook's state
+                continue
+    return namespace
+
+
 def load_rules() -> list[tuple[str, str, object]]:
     spec = importlib.util.spec_from_file_location("_course_counts_rules", RULES_FILE)
     module = importlib.util.module_from_spec(spec)
@@ -184,11 +218,13 @@ def load_rules() -> list[tuple[str, str, object]]:
 
 
 def run_checks(chapters: list[ChapterCount], log=print,
-               reuse: tuple[dict[str, str], Verdicts] | None = None) -> Verdicts:
-    """Grade every fresh exercise notebook, and run every rule variant through its check.
+               reuse: tuple[dict[str, str], Verdicts] | None = None,
+               grade_notebooks: bool = False) -> Verdicts:
+    """Check every fresh exercise notebook's stubs, and run every rule variant through its check.
 
     ``reuse``: the fingerprints and verdicts of an earlier run; a chapter whose fingerprint is
-    unchanged keeps its recorded verdicts instead of running its checks again."""
+    unchanged keeps its recorded verdicts instead of running its checks again.
+    ``grade_notebooks``: grade each exercise notebook in a fresh kernel instead."""
     from minidecode.course.grading import get_exercise, grade_notebook, run_check
 
     verdicts = Verdicts()
@@ -206,11 +242,18 @@ def run_checks(chapters: list[ChapterCount], log=print,
         fresh.append(chapter)
         start = time.perf_counter()
         notebook = EXERCISES / chapter.notebook
-        if notebook.is_file():
-            report = grade_notebook(notebook)
-            for result in report.results:
+        if not notebook.is_file():
+            pass
+        elif grade_notebooks:
+            for result in grade_notebook(notebook).results:
                 verdicts.stub[result.exercise_id] = result.status
-        log(f"chapter {chapter.chapter}: stubs graded in {time.perf_counter() - start:.0f} s")
+        else:
+            defined = notebook_definitions(notebook)
+            for ex in chapter.exercises:
+                fn = defined.get(ex.name)
+                verdicts.stub[ex.exercise_id] = ("missing" if fn is None else
+                                                 run_check(get_exercise(ex.exercise_id), fn).status)
+        log(f"chapter {chapter.chapter}: stubs checked in {time.perf_counter() - start:.0f} s")
     wanted = {ex.exercise_id for chapter in fresh for ex in chapter.exercises}
     for exercise_id, _name, wrong in load_rules():
         if exercise_id not in wanted:
@@ -252,10 +295,9 @@ def render(chapters: list[ChapterCount], verdicts: Verdicts) -> str:
         "- *solution lines*: non-blank lines between `### BEGIN SOLUTION` and `### END SOLUTION`",
         "  in the solution notebook (code handed to the student in a `### BEGIN GIVEN` region not",
         "  counted); *median* is over the chapter's exercises.",
-        "- *fails on the stub*: the freshly generated exercise notebook, graded as a submission",
-        "  (`python -m minidecode grade exercises/NN_name.ipynb`), scores 0 on the exercise: its",
-        "  check fails on the `NotImplementedError` stub or on the buggy code a find-the-bug",
-        "  exercise hands out.",
+        "- *fails on the stub*: the exercise's check fails on the function the freshly generated",
+        "  exercise notebook defines: the `NotImplementedError` stub, or the buggy code a",
+        "  find-the-bug exercise hands out (*check on the stub* below gives the check's verdict).",
         "- *rejects a typical mistake*: the exercise has at least one deliberately wrong variant",
         "  (a typical mistake that breaks one stated rule) and its check fails on every one;",
         "  *variants rejected* counts the variants themselves. The bar for both shares is 100%.",
@@ -266,19 +308,23 @@ def render(chapters: list[ChapterCount], verdicts: Verdicts) -> str:
         "| fails on the stub | rejects a typical mistake | variants rejected |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    unmeasured = [chapter.chapter for chapter in chapters
+                  if any(ex.exercise_id not in verdicts.stub for ex in chapter.exercises)]
     for chapter in chapters:
         ids = [ex.exercise_id for ex in chapter.exercises]
         per_exercise = [ex.solution_lines for ex in chapter.exercises]
         median = f"{statistics.median(per_exercise):g}" if per_exercise else "-"
         variants = [status for eid in ids for status in variants_of(eid).values()]
+        shares = ("| not measured " * 3 if chapter.chapter in unmeasured else
+                  f"| {_share(sum(map(stub_fails, ids)), len(ids))} "
+                  f"| {_share(sum(map(mistake_rejected, ids)), len(ids))} "
+                  f"| {_share(sum(s != 'passed' for s in variants), len(variants))} ")
         lines.append(
             f"| {chapter.notebook.removesuffix('.ipynb')} | {len(ids)} | {chapter.points} "
-            f"| {chapter.solution_lines} | {median} "
-            f"| {_share(sum(map(stub_fails, ids)), len(ids))} "
-            f"| {_share(sum(map(mistake_rejected, ids)), len(ids))} "
-            f"| {_share(sum(s != 'passed' for s in variants), len(variants))} |"
+            f"| {chapter.solution_lines} | {median} {shares}|"
         )
-    all_ids = [ex.exercise_id for ex in every]
+    all_ids = [ex.exercise_id for chapter in chapters if chapter.chapter not in unmeasured
+               for ex in chapter.exercises]
     all_variants = [status for eid in all_ids for status in variants_of(eid).values()]
     all_lines = [ex.solution_lines for ex in every]
     lines.append(
@@ -289,6 +335,9 @@ def render(chapters: list[ChapterCount], verdicts: Verdicts) -> str:
         f"| {_share(sum(map(mistake_rejected, all_ids)), len(all_ids))} "
         f"| {_share(sum(s != 'passed' for s in all_variants), len(all_variants))} |"
     )
+    if unmeasured:
+        lines += ["", "Not measured yet (the shares above leave them out): chapters "
+                  + ", ".join(unmeasured) + ". Run `python scripts/course_counts.py`."]
     helpers = [c for c in chapters if c.unassigned_lines]
     if helpers:
         lines += ["", "Solution lines outside any exercise's function (helpers the solution "
@@ -305,7 +354,7 @@ def render(chapters: list[ChapterCount], verdicts: Verdicts) -> str:
     for ex in every:
         found = variants_of(ex.exercise_id)
         rejected = sum(status != "passed" for status in found.values())
-        stub = verdicts.stub.get(ex.exercise_id, "not graded")
+        stub = verdicts.stub.get(ex.exercise_id, "not measured")
         lines.append(f"| {ex.exercise_id} | `{ex.name}` | {ex.points} | {ex.solution_lines} "
                      f"| {stub} | {rejected} / {len(found)} |")
     passed_variants = sorted(f"{eid} {name}" for eid, found in verdicts.variants.items()
@@ -314,7 +363,8 @@ def render(chapters: list[ChapterCount], verdicts: Verdicts) -> str:
         lines += ["", "Variants that the check wrongly accepts: "
                   + ", ".join(f"`{v}`" for v in passed_variants) + "."]
     record = {
-        "fingerprints": {chapter.chapter: chapter.fingerprint for chapter in chapters},
+        "fingerprints": {chapter.chapter: "" if chapter.chapter in unmeasured
+                         else chapter.fingerprint for chapter in chapters},
         "stub": dict(sorted(verdicts.stub.items())),
         "variants": {eid: dict(sorted(found.items()))
                      for eid, found in sorted(verdicts.variants.items())},
@@ -332,6 +382,10 @@ def recorded(text: str) -> tuple[dict[str, str], Verdicts]:
     raise ValueError("no verdicts record in the file; run scripts/course_counts.py")
 
 
+def _from_json(record: dict) -> tuple[dict[str, str], Verdicts]:
+    return record["fingerprints"], Verdicts(record["stub"], record["variants"])
+
+
 def check_up_to_date(path: Path = OUT) -> list[str]:
     """Empty when ``path`` is what a full run would write now; otherwise what is stale."""
     if not path.is_file():
@@ -342,7 +396,10 @@ def check_up_to_date(path: Path = OUT) -> list[str]:
     problems = []
     for chapter in chapters:
         chapter.fingerprint = fingerprint(chapter)
-        if fingerprints.get(chapter.chapter) != chapter.fingerprint:
+        recorded_print = fingerprints.get(chapter.chapter)
+        if recorded_print == "":  # recorded as not measured: the file says so in its tables
+            continue
+        if recorded_print != chapter.fingerprint:
             problems.append(f"chapter {chapter.chapter}: its checks, exercise notebook or wrong "
                             "variants changed since the verdicts were recorded")
     gone = sorted(set(fingerprints) - {chapter.chapter for chapter in chapters})
@@ -357,9 +414,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="only say whether the committed file is up to date (no check runs)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--only", action="append", metavar="NN",
+                        help="run only chapter NN's checks (repeatable) and save the verdicts "
+                        "with --save; for splitting a run across processes")
+    parser.add_argument("--save", type=Path, help="with --only: where to write the verdicts (JSON)")
+    parser.add_argument("--reuse-from", type=Path, action="append", default=[],
+                        help="verdicts saved by --save to reuse where the fingerprints match")
+    parser.add_argument("--no-run", action="store_true",
+                        help="run no check: write the file from reusable verdicts only, leaving "
+                        "the other chapters 'not measured'")
+    parser.add_argument("--grade-notebooks", action="store_true",
+                        help="grade each fresh exercise notebook in a kernel (minutes a chapter)")
     parser.add_argument("--all", action="store_true",
                         help="run every chapter's checks, even where the recorded verdicts hold")
     args = parser.parse_args(argv)
+    if args.only and not args.save:
+        parser.error("--only needs --save: a part of the chapters is not a counts.md")
     if args.check:
         problems = check_up_to_date(args.out)
         for problem in problems:
@@ -370,13 +440,45 @@ def main(argv: list[str] | None = None) -> int:
     chapters = static_counts()
     for chapter in chapters:
         chapter.fingerprint = fingerprint(chapter)
-    reuse = None
+    fingerprints: dict[str, str] = {}
+    reused = Verdicts()
+    sources = [path.read_text(encoding="utf-8") for path in args.reuse_from]
     if not args.all and args.out.is_file():
+        sources.append(args.out.read_text(encoding="utf-8"))
+    for text in sources:
         try:
-            reuse = recorded(args.out.read_text(encoding="utf-8"))
+            found, verdicts = (recorded(text) if text.lstrip().startswith("#")
+                               else _from_json(json.loads(text)))
         except ValueError:
-            reuse = None
-    verdicts = run_checks(chapters, log=lambda line: print(line, flush=True), reuse=reuse)
+            continue
+        for chapter, value in found.items():
+            fingerprints.setdefault(chapter, value)
+        for eid, status in verdicts.stub.items():
+            reused.stub.setdefault(eid, status)
+        for eid, found_variants in verdicts.variants.items():
+            reused.variants.setdefault(eid, found_variants)
+    if args.only:
+        chapters = [chapter for chapter in chapters if chapter.chapter in args.only]
+    if args.no_run:
+        verdicts = Verdicts()
+        for chapter in chapters:
+            ids = [ex.exercise_id for ex in chapter.exercises]
+            if fingerprints.get(chapter.chapter) == chapter.fingerprint and all(
+                    eid in reused.stub for eid in ids):
+                verdicts.stub.update({eid: reused.stub[eid] for eid in ids})
+                verdicts.variants.update({eid: reused.variants[eid] for eid in ids
+                                          if eid in reused.variants})
+        args.out.write_text(render(chapters, verdicts), encoding="utf-8")
+        print(f"wrote {args.out} (no check run)")
+        return 0
+    verdicts = run_checks(chapters, log=lambda line: print(line, flush=True),
+                          reuse=(fingerprints, reused), grade_notebooks=args.grade_notebooks)
+    if args.save:
+        args.save.write_text(json.dumps({
+            "fingerprints": {chapter.chapter: chapter.fingerprint for chapter in chapters},
+            "stub": verdicts.stub, "variants": verdicts.variants}), encoding="utf-8")
+        print(f"saved {args.save}")
+        return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(chapters, verdicts), encoding="utf-8")
     print(f"wrote {args.out}")
