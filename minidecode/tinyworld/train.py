@@ -154,13 +154,12 @@ def copy_row(rng: random.Random, tokenizer, seq_len: int):
     return ids + [eos] * pad, weights + [0.0] * pad
 
 
-def recall_row(rng: random.Random, tokenizer, seq_len: int):
-    """Rows of multi-query associative recall documents (``tinyworld.associative_recall``),
-    packed whole; loss on the queried codes only, so the row trains the lookup and nothing else."""
+def _answers_only_row(tokenizer, seq_len: int, next_doc) -> tuple[list[int], list[float]]:
+    """Whole documents from ``next_doc()`` packed into one row, loss on their answer spans only."""
     ids: list[int] = []
     weights: list[float] = []
     while True:
-        i, w = encode_doc(tokenizer, tw.associative_recall(rng))
+        i, w = encode_doc(tokenizer, next_doc())
         if len(ids) + len(i) > seq_len + 1:
             break
         ids += i
@@ -168,24 +167,20 @@ def recall_row(rng: random.Random, tokenizer, seq_len: int):
     pad = seq_len + 1 - len(ids)
     eos = tokenizer.token_to_id(tw.EOS)
     return ids + [eos] * pad, weights + [0.0] * pad
+
+
+def recall_row(rng: random.Random, tokenizer, seq_len: int):
+    """Rows of multi-query associative recall documents (``tinyworld.associative_recall``),
+    packed whole; loss on the queried codes only, so the row trains the lookup and nothing else."""
+    return _answers_only_row(tokenizer, seq_len, lambda: tw.associative_recall(rng))
 
 
 def qa_row(rng: random.Random, tokenizer, seq_len: int, p_single: float = 0.5):
     """Rows of "Where is X?" drills (``tinyworld.qa_drill``), packed whole, loss on the answers
     only: the person's last stated move, trained many times a row. ``p_single``: the share of
     drills in which everyone moves once (one match to find rather than the latest of several)."""
-    ids: list[int] = []
-    weights: list[float] = []
-    while True:
-        doc = tw.qa_drill(rng, single_move=rng.random() < p_single)
-        i, w = encode_doc(tokenizer, doc)
-        if len(ids) + len(i) > seq_len + 1:
-            break
-        ids += i
-        weights += [x if x > 1.0 else 0.0 for x in w]
-    pad = seq_len + 1 - len(ids)
-    eos = tokenizer.token_to_id(tw.EOS)
-    return ids + [eos] * pad, weights + [0.0] * pad
+    return _answers_only_row(
+        tokenizer, seq_len, lambda: tw.qa_drill(rng, single_move=rng.random() < p_single))
 
 
 def mixture_row(rng: random.Random, tokenizer, seq_len: int, p_retrieval: float, p_copy: float,
