@@ -81,6 +81,12 @@ def verify_cost(model, ids: torch.Tensor, gammas: list[int], repeats: int = 30) 
     return {g: max(1.0, statistics.median(times[g]) / one) for g in gammas}
 
 
+def model_dir(name_or_path: str) -> Path:
+    """A shipped model's folder, or the checkpoint folder given as a path."""
+    path = Path(name_or_path)
+    return path if (path / "config.json").is_file() else MODELS_DIR / name_or_path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,8 +96,10 @@ def main() -> None:
     parser.add_argument("--gammas", type=int, nargs="+", default=list(range(1, 9)))
     parser.add_argument("--max-ngram", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--target", default="tiny-target", help="shipped model that verifies")
-    parser.add_argument("--draft", default="tiny-draft", help="shipped model that drafts")
+    parser.add_argument("--target", default="tiny-target",
+                        help="shipped model (or checkpoint folder) that verifies")
+    parser.add_argument("--draft", default="tiny-draft",
+                        help="shipped model (or checkpoint folder) that drafts")
     add_results_arguments(parser, OUT)
     args = parser.parse_args()
     if rerender_from_json(args, summary_lines, write_results):
@@ -100,9 +108,9 @@ def main() -> None:
 
     target, tokenizer = minidecode.load(args.target)
     draft, _ = minidecode.load(args.draft)
-    hf_target = AutoModelForCausalLM.from_pretrained(MODELS_DIR / args.target,
+    hf_target = AutoModelForCausalLM.from_pretrained(model_dir(args.target),
                                                      dtype=torch.float32).eval()
-    hf_draft = AutoModelForCausalLM.from_pretrained(MODELS_DIR / args.draft,
+    hf_draft = AutoModelForCausalLM.from_pretrained(model_dir(args.draft),
                                                     dtype=torch.float32).eval()
     hf_config = copy.deepcopy(hf_target.generation_config)
     # No early stop anywhere: exactly --new-tokens tokens. transformers fills a generation
@@ -204,7 +212,9 @@ def main() -> None:
         target=args.target, draft=args.draft,
         target_layers=target.config.num_hidden_layers, target_width=target.config.hidden_size,
         draft_layers=draft.config.num_hidden_layers, draft_width=draft.config.hidden_size,
-        load_average=os.getloadavg()[0], rows=rows)
+        load_average=os.getloadavg()[0], rows=rows,
+        json=str(args.out.resolve().relative_to(HERE.resolve().parent))
+        if args.out.resolve().is_relative_to(HERE.resolve().parent) else str(args.out))
     save_and_report(args, result, summary_lines, write_results)
 
 
@@ -276,7 +286,9 @@ def summary_lines(result: dict) -> list[str]:
                 f"(goal {goal}x: {verdict}); theory {best['theoretical_speedup']:.2f}x from "
                 f"alpha {best['alpha']:.2f}, c {best['cost_ratio']:.2f}; measured/theory "
                 f"{best['speedup'] / best['theoretical_speedup']:.2f}")
-    lines += ["", WHY_THE_GAP]
+    if (result.get("target", "tiny-target"), result.get("draft", "tiny-draft")) == (
+            "tiny-target", "tiny-draft"):
+        lines += ["", WHY_THE_GAP]
     return lines
 
 
@@ -293,13 +305,18 @@ the drafter that meets the 2x goal here, on structured text and on stories."""
 
 
 def write_results(result: dict, lines: list[str]) -> None:
-    """Replace this benchmark's section of RESULTS.md (other sections stay as they are)."""
-    body = [SECTION, "",
+    """Replace this benchmark's section of RESULTS.md (other sections stay as they are): one
+    section for the chapter's pair (tiny-target, tiny-draft), one for any other pair."""
+    pair = (result.get("target", "tiny-target"), result.get("draft", "tiny-draft"))
+    default = pair == ("tiny-target", "tiny-draft")
+    section = SECTION if default else f"{SECTION}: {pair[0]} and {pair[1]}"
+    where = result.get("json", "benchmarks/results/speculative.json")
+    body = [section, "",
             f"Command: `{result['command']}`; machine: {result['machine']}; "
-            f"date: {result['date']}. Full sweep (every gamma): `benchmarks/results/"
-            "speculative.json`, plotted by `notebooks/07_speculative_decoding.ipynb`.", "",
+            f"date: {result['date']}. Full sweep (every gamma): `{where}`"
+            + (", plotted by `notebooks/07_speculative_decoding.ipynb`." if default else "."), "",
             *lines, ""]
-    replace_section(SECTION, body)
+    replace_section(section, body)
 
 
 if __name__ == "__main__":

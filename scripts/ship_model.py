@@ -64,6 +64,18 @@ def plot_curves(metrics: Path, out: Path) -> None:
     fig.savefig(out, dpi=90)
 
 
+def wall_time_s(rows: list[dict]) -> float:
+    """The run's training time: ``elapsed_s`` restarts at 0 whenever the run is resumed, so
+    sum the last value of each stretch."""
+    total, previous = 0.0, 0.0
+    for row in rows:
+        elapsed = float(row["elapsed_s"])
+        if elapsed < previous:
+            total += previous
+        previous = elapsed
+    return total + previous
+
+
 def card(name: str, model: Transformer, state: dict, result: dict, command: str,
          hardware: str, rows: list[dict], init_from: str | None = None) -> str:
     c = model.config
@@ -74,6 +86,11 @@ def card(name: str, model: Transformer, state: dict, result: dict, command: str,
               f"initialised from the shipped `{init_from}` and trained further")
     schedule = ("constant after the warm-up" if cfg.get("min_lr_ratio", 0.1) == 1.0 else
                 f"cosine to {cfg.get('min_lr_ratio', 0.1):.0%}")
+    cooldown = cfg.get("extra", {}).get("cooldown")
+    end = cooldown["to_step"] if cooldown else cfg["max_steps"]
+    if cooldown:
+        schedule += (f", then a linear cool-down to {cooldown['final_ratio']:.0%} of it from "
+                     f"step {cooldown['from_step']} to {cooldown['to_step']}")
     lines = [
         f"# {name}",
         "",
@@ -100,9 +117,9 @@ def card(name: str, model: Transformer, state: dict, result: dict, command: str,
         "## Training",
         f"- command: `{command}`",
         f"- hardware: {hardware}",
-        f"- steps: {state['step']} of {state['config']['max_steps']} "
+        f"- steps: {state['step']} of {end} "
         f"({int(last['tokens']) / 1e6:.1f}M tokens, batch {state['config']['batch_size']} x "
-        f"{state['config']['seq_len']}), wall time {float(last['elapsed_s']) / 60:.0f} min",
+        f"{state['config']['seq_len']}), wall time {wall_time_s(rows) / 60:.0f} min",
         f"- AdamW lr {cfg['lr']:g}, warm-up {cfg['warmup_steps']} steps, {schedule}, weight "
         "decay 0.1, clip 1.0, loss weight 3 on answer tokens",
         "",
@@ -132,6 +149,8 @@ def main() -> None:
     parser.add_argument("--init-from", default=None, help="the shipped model the run started from")
     parser.add_argument("--by-facts", type=int, default=0,
                         help="documents per cell of the retrieval-by-number-of-facts table")
+    parser.add_argument("--qa", type=int, default=0,
+                        help="questions of each kind (answerable, unanswerable) for QA")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, tokenizer, state = model_from_run(args.run)
@@ -143,7 +162,8 @@ def main() -> None:
     plot_curves(out / "metrics.csv", out / "learning_curves.png")
     small = args.target is not None  # a draft: smaller task grids, plus agreement
     result = evaluate(model, tokenizer, None, *((4, 10, 50) if small else (20, 50, 50)),
-                      n_by_facts=args.by_facts)
+                      n_by_facts=args.by_facts, style=state["config"].get("fact_style", "has_code"),
+                      n_qa=args.qa)
     if small and (MODELS / args.target / "config.json").exists():
         target, _ = load_pretrained(MODELS / args.target)
         result["agreement"] = {f: agreement(target, model, tokenizer, held_out_docs(f, 50))

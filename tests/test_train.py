@@ -238,3 +238,21 @@ def test_main_preset_stages_switch_the_mixture_at_their_steps():
     assert "qa_drill" in mixture_at(cfg, 625)[-1]
     late = mixture_at(cfg, 1500)
     assert late[0] == 0.25 and late[-2:] == (0.3, 0.5)  # p_retrieval; p_qa, p_single
+
+
+def test_cooldown_falls_linearly_to_its_final_ratio_and_ends_the_run():
+    """The main preset's recorded cool-down: constant lr, then linear to 5% at the last step."""
+    from minidecode.tinyworld import train as T
+
+    cfg = T.PRESETS["main"]
+    cool = cfg.extra["cooldown"]
+    a, b = cool["from_step"], cool["to_step"]
+    assert T.lr_at(a - 1, cfg) == cfg.lr
+    mid = T.lr_at((a + b) // 2, cfg)
+    assert 0.4 * cfg.lr < mid < 0.6 * cfg.lr
+    assert T.lr_at(b - 1, cfg) == pytest.approx(cool["final_ratio"] * cfg.lr)
+    lrs = [T.lr_at(s, cfg) for s in range(a - 1, b)]
+    assert all(x >= y for x, y in zip(lrs, lrs[1:]))
+    # without a cool-down the schedule is the plain cosine to min_lr_ratio at max_steps
+    plain = T.PRESETS["target"]
+    assert T.lr_at(plain.max_steps, plain) == pytest.approx(plain.min_lr_ratio * plain.lr)

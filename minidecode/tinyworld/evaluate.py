@@ -77,15 +77,17 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: int,
     return out
 
 
-def retrieval_grid(model, tokenizer, n_per_cell: int, seed: int = HELD_OUT_SEED) -> list[dict]:
-    """Exact-match accuracy for every (key split, filler length, needle depth) cell."""
+def retrieval_grid(model, tokenizer, n_per_cell: int, seed: int = HELD_OUT_SEED,
+                   style: str = "has_code") -> list[dict]:
+    """Exact-match accuracy for every (key split, filler length, needle depth) cell; ``style``
+    is the facts' wording (``tw.FACT_STYLES``), the one the model was trained on."""
     rng = random.Random(seed)
     rows = []
     for split, keys in (("seen", tw.TRAIN_KEYS), ("heldout", tw.HELD_OUT_KEYS)):
         for n_filler in FILLER_SENTENCES:
             for depth in DEPTHS:
-                docs = [tw.retrieval(rng, n_filler=n_filler, needle_depth=depth, keys=keys)
-                        for _ in range(n_per_cell)]
+                docs = [tw.retrieval(rng, n_filler=n_filler, needle_depth=depth, keys=keys,
+                                     style=style) for _ in range(n_per_cell)]
                 answers = complete(model, tokenizer, [d.truth["prompt"] for d in docs], 3)
                 hits = [a.strip().startswith(d.truth["code"]) for a, d in zip(answers, docs)]
                 n_tokens = np.mean([len(encode_prompt(tokenizer, d.truth["prompt"]))
@@ -96,7 +98,7 @@ def retrieval_grid(model, tokenizer, n_per_cell: int, seed: int = HELD_OUT_SEED)
 
 
 def retrieval_by_facts(model, tokenizer, n_per_cell: int, facts: tuple[int, ...] = (1, 2, 4, 8),
-                       seed: int = HELD_OUT_SEED) -> list[dict]:
+                       seed: int = HELD_OUT_SEED, style: str = "has_code") -> list[dict]:
     """Exact-match accuracy by the number of facts in the document (1 = a lone needle, more =
     distractors of the same shape), for seen and held-out keys; filler and depth drawn at random
     within the trained context."""
@@ -105,7 +107,8 @@ def retrieval_by_facts(model, tokenizer, n_per_cell: int, facts: tuple[int, ...]
     for split, keys in (("seen", tw.TRAIN_KEYS), ("heldout", tw.HELD_OUT_KEYS)):
         for n_facts in facts:
             docs = [tw.retrieval(rng, n_filler=rng.randint(2, 36), n_facts=n_facts,
-                                 needle_depth=rng.random(), keys=keys) for _ in range(n_per_cell)]
+                                 needle_depth=rng.random(), keys=keys, style=style)
+                    for _ in range(n_per_cell)]
             answers = complete(model, tokenizer, [d.truth["prompt"] for d in docs], 3)
             hits = [a.strip().startswith(d.truth["code"]) for a, d in zip(answers, docs)]
             rows.append({"split": split, "facts": n_facts, "accuracy": float(np.mean(hits)),
@@ -129,6 +132,33 @@ def arithmetic_table(model, tokenizer, n_per_step: int, seed: int = HELD_OUT_SEE
                 row["direct_share"] = float(np.mean([o.strip().startswith("The") for o in outs]))
         rows.append(row)
     return rows
+
+
+def qa_table(model, tokenizer, n_answerable: int, n_unanswerable: int,
+             seed: int = HELD_OUT_SEED) -> dict:
+    """"Where is X?" greedy: exact place on answerable questions (the person's last stated move),
+    and on unanswerable ones (the person never appears) how the answers spread over places."""
+    rng = random.Random(seed + 3)
+    result: dict = {}
+    for answerable, n in ((True, n_answerable), (False, n_unanswerable)):
+        docs = [tw.qa(rng, answerable=answerable) for _ in range(n)]
+        answers = [a.split("\n")[0] for a in complete(model, tokenizer,
+                                                       [d.truth["prompt"] for d in docs], 8)]
+        places = [next((p for p in tw.PLACES if p in a), None) for a in answers]
+        if answerable:
+            result["answerable"] = {"n": n, "accuracy": float(np.mean(
+                [p == d.truth["place"] for p, d in zip(places, docs)]))}
+        else:
+            counts = {p: places.count(p) for p in set(places)}
+            named = [p for p in places if p is not None]
+            probs = np.array([c / n for c in counts.values()])
+            result["unanswerable"] = {
+                "n": n, "distinct_answers": len(counts),
+                "top_share": max(counts.values()) / n,
+                "entropy_bits": float(-(probs * np.log2(probs)).sum()),
+                "max_entropy_bits": math.log2(len(tw.PLACES)),
+                "named_a_place": len(named) / n}
+    return result
 
 
 @torch.no_grad()
@@ -166,14 +196,19 @@ def held_out_docs(family: str, n: int, seed: int = HELD_OUT_SEED) -> list[tw.Doc
 
 
 def evaluate(target, tokenizer, draft=None, n_retrieval: int = 20, n_arith: int = 50,
-             n_docs: int = 50, n_by_facts: int = 0) -> dict:
+             n_docs: int = 50, n_by_facts: int = 0, style: str = "has_code",
+             n_qa: int = 0) -> dict:
     """Every figure of the TinyWorld issue's quality bars, as a dict (JSON-ready).
 
-    ``n_by_facts`` > 0 adds retrieval accuracy by number of facts (``retrieval_by_facts``)."""
-    result: dict = {"retrieval": retrieval_grid(target, tokenizer, n_retrieval),
+    ``n_by_facts`` > 0 adds retrieval accuracy by number of facts (``retrieval_by_facts``);
+    ``style`` is the facts' wording the model was trained on; ``n_qa`` > 0 adds ``qa_table``."""
+    result: dict = {"retrieval": retrieval_grid(target, tokenizer, n_retrieval, style=style),
                     "arithmetic": arithmetic_table(target, tokenizer, n_arith)}
     if n_by_facts:
-        result["retrieval_by_facts"] = retrieval_by_facts(target, tokenizer, n_by_facts)
+        result["retrieval_by_facts"] = retrieval_by_facts(target, tokenizer, n_by_facts,
+                                                          style=style)
+    if n_qa:
+        result["qa"] = qa_table(target, tokenizer, n_qa, n_qa)
     docs = {f: held_out_docs(f, n_docs) for f in tw.FAMILIES}
     result["perplexity"] = {"target": {f: perplexity(target, tokenizer, d)
                                        for f, d in docs.items()}}
@@ -195,6 +230,9 @@ def summary(result: dict) -> dict:
     for row in result["arithmetic"]:
         for k in ("greedy", "trigger", "direct_share"):
             s[f"arith{row['steps']}_{k}"] = row[k]
+    if "qa" in result:
+        s["qa_answerable"] = result["qa"]["answerable"]["accuracy"]
+        s["qa_unanswerable_top_share"] = result["qa"]["unanswerable"]["top_share"]
     s.update({f"agreement_{k}": v for k, v in result.get("agreement", {}).items()})
     return s
 
