@@ -7,9 +7,12 @@ entropy"). For a question x:
 
     1. sample N answers s_1..s_N ~ p(. | x)              (default N = 10, temperature 1.0)
     2. cluster them by meaning: s_i and s_j share a cluster when they are equivalent
-       (the papers: bidirectional entailment by an NLI model; here a pluggable ``Clusterer``)
-    3. weighted estimator:  p(C) = sum_{i in C} p(s_i | x) / sum_i p(s_i | x)
+       (the papers: bidirectional entailment by an NLI model; here a pluggable ``Clusterer``;
+       ``EntityEmbeddingClusterer`` needs neither an NLI model nor a task's answer parser)
+    3. weighted estimator:  p(C) = sum_{i in C} p~(s_i | x) / sum_i p~(s_i | x)
                             SE   = -sum_C p(C) log p(C)
+       with p~(s | x) = exp( (1/|s|) sum_t log p(s_t | x, s_<t) ), the length-normalised
+       likelihood both papers' code uses (``analyse(length_normalise=False)`` keeps the total);
        discrete estimator:  p(C) = |C| / N                 (Farquhar et al.: needs no likelihoods)
 
 SE is 0 when every answer means the same thing and log N when all N mean different things. A high
@@ -23,11 +26,13 @@ Baselines, all "higher = more uncertain", in the same module so one table compar
   length (Malinin & Gales 2021, arXiv:2002.07650); the score is its negative;
 - naive entropy over the samples: -1/N sum_i log p(s_i | x) / |s_i| (Farquhar et al.'s "naive
   entropy", the length-normalised Monte-Carlo predictive entropy, no clustering);
-- the source text's windowed measure, fixed (``windowed_uncertainty``).
+- a windowed measure (a common first attempt), fixed (``windowed_uncertainty``).
 
-Evaluation: ``auroc`` (how well a score ranks wrong answers above right ones; 0.5 = chance) and
-``accuracy_rejection_curve`` (accuracy of the answers kept when the most uncertain fraction is
-refused).
+Evaluation: ``auroc`` (how well a score ranks wrong answers above right ones; 0.5 = chance), with
+a bootstrap 95% interval from ``auroc_interval``; ``accuracy_rejection_curve`` (accuracy of the
+answers kept when the most uncertain fraction is refused). Acting on it: ``answer_or_abstain``
+answers only when SE is at most a threshold, and ``abstention_curve`` measures its accuracy
+against its rejection rate, threshold by threshold.
 
 Shapes: logits (batch, steps, vocab); token ids (batch, steps); masks (batch, steps) bool.
 """
@@ -37,7 +42,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,14 +56,19 @@ from minidecode.generate import decode_steps, prefill, stop_token_ids
 __all__ = [
     "Analysis",
     "Clusterer",
+    "Decision",
     "EmbeddingClusterer",
     "EntailmentClusterer",
+    "EntityEmbeddingClusterer",
     "ExactMatchClusterer",
     "Question",
     "SampledAnswers",
+    "abstention_curve",
     "accuracy_rejection_curve",
     "analyse",
+    "answer_or_abstain",
     "auroc",
+    "auroc_interval",
     "cluster_greedy",
     "cluster_log_probs",
     "default_clusterers",
@@ -70,6 +80,7 @@ __all__ = [
     "last_hidden_states",
     "load_embedder",
     "naive_entropy",
+    "named_content",
     "normalise_answer",
     "roc_curve",
     "sample_answers",
@@ -83,6 +94,9 @@ __all__ = [
 
 # MiniLM cosine similarity of "question + answer" texts; see EmbeddingClusterer.
 DEFAULT_THRESHOLD = 0.9
+# The same similarity when the named entities and numbers must also agree: it only has to keep
+# paraphrases together (>= 0.93 measured), not places apart; see EntityEmbeddingClusterer.
+ENTITY_THRESHOLD = 0.85
 
 
 # ------------------------------------------------------------------------- token-level measures
@@ -376,6 +390,111 @@ class EntailmentClusterer:
         return cluster_greedy(texts, lambda a, b: self.entails(a, b) and self.entails(b, a))
 
 
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_NEGATIONS = {"not", "no", "never", "nobody", "nowhere", "nothing", "cannot"}
+_SENTENCE_END = re.compile(r"[.!?]\s+|\n+")
+
+
+def _tinyworld_vocabulary() -> frozenset[str]:
+    """TinyWorld's named things: its people, places, animals and objects (lower case)."""
+    from minidecode.tinyworld.corpus import ANIMALS, NAMES, PLACES, THINGS
+
+    names = [name for name, _ in NAMES]
+    return frozenset(w.lower() for w in [*names, *PLACES, *ANIMALS, *THINGS])
+
+
+def named_content(text: str, question: str = "",
+                  vocabulary: Collection[str] | None = None) -> frozenset[str]:
+    """What an answer names, beyond what its question already names: a set of strings.
+
+    - every number: digits ("14", "2.5"; "07" -> "7") and the number words zero..twenty
+      ("eleven" -> "11");
+    - every word of ``vocabulary`` (compared in lower case; default TinyWorld's people, places,
+      animals and objects), and every capitalised word that does not open a sentence (a name the
+      vocabulary does not know), both in lower case;
+    - the marker "<not>" when the answer negates (not, no, never, n't, ...);
+    minus the numbers and words the question itself names ("Where is Tom?": "Tom" is given, so
+    "Tom is in the kitchen." and "In the kitchen." both name {"kitchen"}).
+
+    "He is in the kitchen." -> {"kitchen"}; "She wins 9 more, so 7 + 9 = 16." -> {"7", "9", "16"}.
+    """
+    _check_answer(text, "text")
+    if not isinstance(question, str):
+        raise ValueError(f"question must be a string, got {question!r}")
+    vocabulary = _tinyworld_vocabulary() if vocabulary is None else frozenset(
+        w.lower() for w in vocabulary)
+
+    def named(part: str, with_negation: bool) -> set[str]:
+        found = {str(float(n)).removesuffix(".0") if "." in n else str(int(n))
+                 for n in re.findall(r"\d+(?:\.\d+)?", part)}
+        for sentence in _SENTENCE_END.split(part):
+            words = re.findall(r"[A-Za-z]+(?:'[a-z]+)?", sentence)
+            for position, word in enumerate(words):
+                lower = word.lower()
+                if lower in _NUMBER_WORDS:
+                    found.add(_NUMBER_WORDS[lower])
+                elif lower in vocabulary or (position > 0 and word[0].isupper() and word != "I"):
+                    found.add(lower)
+                elif with_negation and (lower in _NEGATIONS or lower.endswith("n't")):
+                    found.add("<not>")
+        return found
+
+    return frozenset(named(text, True) - named(question, False))
+
+
+class EntityEmbeddingClusterer:
+    """Bidirectional entailment without an NLI model: the same meaning when the sentence
+    embeddings are close AND the answers name the same things.
+
+    Kuhn, Gal & Farquhar (ICLR 2023, arXiv:2302.09664) and Farquhar, Kossen, Kuhn & Gal (Nature
+    2024) put two answers in one cluster when each entails the other given the question. Here
+    "a entails b" is approximated by
+
+        entails(a, b | x) = cos(e(x + a), e(x + b)) >= threshold  and  named(b) <= named(a)
+
+    (everything b names, a names too: ``named_content``, numbers and entities beyond the
+    question's), so the equivalence, entailment both ways, is
+
+        a ~ b  <=>  cos(e(x + a), e(x + b)) >= threshold  and  named(a) == named(b).
+
+    e is MiniLM (``load_embedder``), which alone cannot tell "11" from "14" or "the kitchen" from
+    "the garden" given the question (cosine 0.97 and 0.79 here); the named sets can. The
+    embedding still keeps apart answers that name the same things differently ("He left the
+    kitchen." / "He is in the kitchen."), and the threshold only has to keep paraphrases together
+    ("He is in the kitchen." / "the kitchen": 0.95), so it sits lower than ``EmbeddingClusterer``'s.
+    Worked steps ("7 + 9 = 16. The answer is 16.") name their intermediate numbers, so a chain and
+    a bare "The answer is 16." differ unless the intermediate numbers are the question's, as a
+    strict NLI reading would also say (the bare answer does not entail the steps).
+
+    threshold: in [0, 1]; vocabulary: the named things to look for (default TinyWorld's);
+    embedder: as for ``EmbeddingClusterer``. Grouping is ``cluster_greedy`` (Kuhn et al.'s
+    Algorithm 1); since the relation above is not transitive, the first member decides.
+    """
+
+    def __init__(self, threshold: float = ENTITY_THRESHOLD,
+                 vocabulary: Collection[str] | None = None, embedder: Any = None):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.threshold = threshold
+        self.vocabulary = None if vocabulary is None else frozenset(vocabulary)
+        self.embedding = EmbeddingClusterer(threshold, with_question=True, embedder=embedder)
+
+    def entails(self, premise: int, hypothesis: int, similarities: Tensor,
+                named: Sequence[frozenset[str]]) -> bool:
+        """One direction, between answers ``premise`` and ``hypothesis`` (indices)."""
+        return (bool(similarities[premise, hypothesis] >= self.threshold)
+                and named[hypothesis] <= named[premise])
+
+    def __call__(self, question: str, answers: Sequence[str]) -> list[int]:
+        sims = self.embedding.similarities(question, answers)
+        named = [named_content(a, question or "", self.vocabulary) for a in answers]
+        return cluster_greedy(list(range(len(answers))),
+                              lambda i, j: self.entails(i, j, sims, named)
+                              and self.entails(j, i, sims, named))
+
+
 # ------------------------------------------------------------------------- semantic entropy
 def _cluster_tensor(cluster_ids: Sequence[int] | Tensor) -> Tensor:
     ids = torch.as_tensor(cluster_ids)
@@ -409,14 +528,28 @@ def cluster_log_probs(cluster_ids: Sequence[int] | Tensor,
 
 
 def semantic_entropy(cluster_ids: Sequence[int] | Tensor,
-                     log_likelihoods: Sequence[float] | Tensor) -> float:
+                     log_likelihoods: Sequence[float] | Tensor,
+                     lengths: Sequence[int] | Tensor | None = None) -> float:
     """The probability-weighted estimator (Kuhn et al. 2023, eq. 3 with normalised p(C)):
-    p(C) proportional to sum_{i in C} exp(log p(s_i | x)), SE = -sum_C p(C) log p(C) (nats)."""
+    p(C) proportional to sum_{i in C} exp(l_i), SE = -sum_C p(C) log p(C) (nats).
+
+    l_i = log p(s_i | x) as given; with ``lengths`` (tokens per answer, each >= 1),
+    l_i = log p(s_i | x) / |s_i|, the mean per-token log-probability, as both papers' code
+    computes it (so a long answer is not a priori improbable). Example: clusters [0, 0, 1],
+    log p = [-1, -2, -3], lengths [1, 2, 3]: every l_i = -1, p(C) = (2/3, 1/3), SE = 0.637;
+    without lengths p(C) = (0.910, 0.090), SE = 0.303."""
+    if lengths is not None:
+        log_likelihoods = torch.as_tensor(log_likelihoods, dtype=torch.float64)
+        lengths = torch.as_tensor(lengths, dtype=torch.float64)
+        if lengths.shape != log_likelihoods.shape or bool((lengths < 1).any()):
+            raise ValueError(f"lengths must be {len(log_likelihoods)} token counts >= 1 (one per "
+                             f"sample), got {lengths.tolist()}")
+        log_likelihoods = log_likelihoods / lengths
     log_p = cluster_log_probs(cluster_ids, log_likelihoods)
     return float(-(log_p.exp() * log_p).sum()) + 0.0
 
 
-# ------------------------------------------------------------------------- the source's measure
+# ---------------------------------------------------------------- the windowed measure
 def last_hidden_states(model: Any, input_ids: Tensor) -> tuple[Tensor, Tensor]:
     """(logits, hidden): one forward pass of a minidecode ``Transformer``; ``hidden`` is the final
     normed hidden state (batch, seq, hidden_size), caught with a hook on ``model.norm``."""
@@ -432,19 +565,19 @@ def last_hidden_states(model: Any, input_ids: Tensor) -> tuple[Tensor, Tensor]:
 
 def windowed_uncertainty(model: Any, input_ids: Tensor, window: int = 10,
                          entropy_weight: float = 0.6) -> Tensor:
-    """The source text's measure, fixed: for every position i >= 2 * window,
+    """A windowed measure (a common first attempt), fixed: for every position i >= 2 * window,
 
         u_i = w * H_i / log V  +  (1 - w) * std_j( 1 - cos(e_{i-window..i}, e_{j..j+window}) )
 
     with H_i the entropy of the model's prediction of token i (in full context), e_{a..b} the mean
     of the last hidden states over tokens a..b-1, and j over the ``window`` windows that start at
     i - 2 window .. i - window - 1. Both terms are in [0, 1] (entropy <= log V; cosine distances
-    lie in [0, 2], so their std is <= 1); w = ``entropy_weight`` = 0.6 as in the source.
+    lie in [0, 2], so their std is <= 1); w = ``entropy_weight`` = 0.6 as in the first attempt.
 
     input_ids: (1, seq). Returns (seq,) float32, 0 before position 2 * window.
-    What changed: ONE forward pass gives every hidden state and every entropy (the source runs the
-    model twice per position on a 10-token window stripped of its context); window means come
-    from a cumulative sum; both terms are scaled to [0, 1] before the 0.6 / 0.4 mix.
+    What changed: ONE forward pass gives every hidden state and every entropy (the first attempt
+    runs the model twice per position on a 10-token window stripped of its context); window means
+    come from a cumulative sum; both terms are scaled to [0, 1] before the 0.6 / 0.4 mix.
     """
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1, got {window!r}")
@@ -546,6 +679,128 @@ def accuracy_rejection_curve(scores: Any, correct: Any,
     return np.array(out)
 
 
+def auroc_interval(scores: Any, labels: Any, n_resamples: int = 2000, level: float = 0.95,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(AUROC, low, high): ``auroc`` with a percentile bootstrap interval.
+
+    Each of ``n_resamples`` resamples draws the positives (wrong answers) and the negatives with
+    replacement, each class keeping its size (a stratified bootstrap, so every resample has both
+    classes), and recomputes the AUROC; the interval is the central ``level`` share of them.
+    Two scores' intervals that overlap do not by themselves say that the scores differ: compare
+    them on the same resamples for that. n_resamples: >= 100; level: in (0, 1); seed: numpy's.
+    """
+    scores, labels = _scores_labels(scores, labels)
+    if not isinstance(n_resamples, int) or n_resamples < 100:
+        raise ValueError(f"n_resamples must be an int >= 100, got {n_resamples!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    point = auroc(scores, labels)
+    levels, ranks = np.unique(scores, return_inverse=True)      # exact integer ranks, ties equal
+    positives, negatives = ranks[labels == 1], ranks[labels == 0]
+    rng = np.random.default_rng(seed)
+    pos = positives[rng.integers(0, len(positives), (n_resamples, len(positives)))]
+    neg = np.sort(negatives[rng.integers(0, len(negatives), (n_resamples, len(negatives)))], 1)
+    # Mann-Whitney with ties 1/2, all resamples at once: shift resample r's ranks by r * K so one
+    # sorted array holds them all, then count the negatives below (and equal to) each positive.
+    shift = np.arange(n_resamples)[:, None] * (len(levels) + 1)
+    flat = (neg + shift).ravel()
+    below = np.searchsorted(flat, pos + shift, side="left") - np.arange(n_resamples)[:, None] * (
+        len(negatives))
+    upto = np.searchsorted(flat, pos + shift, side="right") - np.arange(n_resamples)[:, None] * (
+        len(negatives))
+    values = (below + 0.5 * (upto - below)).sum(axis=1) / (len(positives) * len(negatives))
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return point, float(low), float(high)
+
+
+@dataclass
+class Decision:
+    """What ``answer_or_abstain`` decided: ``answer`` (None when it abstained), the semantic
+    entropy it acted on, and the share of the samples (or of their likelihood) that agree with
+    the answer's meaning."""
+
+    answer: str | None
+    semantic_entropy: float
+    support: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.answer is None
+
+
+def answer_or_abstain(answers: Sequence[str], cluster_ids: Sequence[int] | Tensor,
+                      threshold: float, log_likelihoods: Sequence[float] | Tensor | None = None,
+                      answer: str | None = None) -> Decision:
+    """Answer only when the samples agree on a meaning: abstain when SE > ``threshold``.
+
+    answers: the N sampled answers; cluster_ids: their clusters (any ``Clusterer``);
+    log_likelihoods: given (length-normalised ones, as ``analyse`` uses), the weighted SE and
+    p(C) decide, else the discrete ones (p(C) = |C| / N). The answer given is ``answer`` (say the
+    greedy one) when passed, else the first sample of the most probable cluster (the majority
+    meaning). threshold: >= 0 nats; 0 answers only when every sample means the same, ln N or more
+    never abstains. Farquhar et al. (2024) refuse the most uncertain questions this way and report
+    accuracy against the rejection rate (``abstention_curve``).
+    """
+    if isinstance(answers, str) or len(answers) == 0:
+        raise ValueError(f"answers must be a non-empty list of strings, got {answers!r}")
+    ids = _cluster_tensor(cluster_ids)
+    if len(ids) != len(answers):
+        raise ValueError(f"cluster_ids must hold one id per answer ({len(answers)}), got "
+                         f"{len(ids)}")
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0 nats, got {threshold}")
+    if log_likelihoods is None:
+        entropy = discrete_semantic_entropy(ids)
+        present = torch.unique(ids)
+        probs = torch.stack([(ids == c).double().mean() for c in present])
+    else:
+        entropy = semantic_entropy(ids, log_likelihoods)
+        present = torch.unique(ids)
+        probs = cluster_log_probs(ids, log_likelihoods).exp()
+    best = int(present[int(probs.argmax())])
+    support = float(probs.max())
+    if entropy > threshold:
+        return Decision(None, entropy, support)
+    chosen = answer if answer is not None else answers[int((ids == best).nonzero()[0])]
+    return Decision(chosen, entropy, support)
+
+
+def abstention_curve(entropies: Any, correct: Any, thresholds: Sequence[float]
+                     ) -> list[dict[str, float]]:
+    """Accuracy against rejection rate of ``answer_or_abstain`` over a set of questions, one row
+    per threshold: a question is answered when its SE <= threshold.
+
+    entropies: one SE per question; correct: 1 when the answer it would give is right.
+    Each row: threshold, rejection_rate (share abstained), answered (n), accuracy of the answered
+    ones with Wilson's 95% interval (low, high), or NaN for all three when none is answered.
+    """
+    entropies, correct_arr = _scores_labels(entropies, np.asarray(correct).astype(np.int64))
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.size == 0 or not np.isfinite(thresholds).all():
+        raise ValueError(f"thresholds must be a non-empty list of numbers, got "
+                         f"{thresholds.tolist()}")
+    rows = []
+    for threshold in thresholds:
+        kept = entropies <= threshold
+        answered = int(kept.sum())
+        right = int(correct_arr[kept].sum())
+        accuracy, low, high = ((right / answered, *_wilson(right, answered)) if answered
+                               else (math.nan, math.nan, math.nan))
+        rows.append({"threshold": float(threshold),
+                     "rejection_rate": 1 - answered / len(entropies), "answered": answered,
+                     "accuracy": accuracy, "low": low, "high": high})
+    return rows
+
+
+def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's 95% score interval for successes / n (Wilson 1927)."""
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 # ------------------------------------------------------------------------- TinyWorld questions
 @dataclass
 class Question:
@@ -601,10 +856,12 @@ def is_correct(question: Question, answer: str) -> bool:
 
 
 def default_clusterers(family: str) -> dict[str, Clusterer]:
-    """The three equivalences the chapter compares: normalised exact match, MiniLM (question +
-    answer, threshold 0.9) and the task's answer parser (an oracle stand-in for NLI)."""
+    """The four equivalences the chapter compares: normalised exact match, MiniLM (question +
+    answer, threshold 0.9), MiniLM with the named entities and numbers agreeing (no oracle:
+    ``EntityEmbeddingClusterer``) and the task's answer parser (an oracle stand-in for NLI)."""
     return {"exact": ExactMatchClusterer(),
             "minilm": EmbeddingClusterer(),
+            "entities": EntityEmbeddingClusterer(),
             "parsed": ExactMatchClusterer(lambda text: extract_answer(family, text) or text)}
 
 
@@ -626,14 +883,17 @@ class Analysis:
 
 def analyse(model: Any, tokenizer: Any, question: Question, n: int = 10,
             temperature: float = 1.0, seed: int = 0,
-            clusterers: dict[str, Clusterer] | None = None, window: int = 10) -> Analysis:
+            clusterers: dict[str, Clusterer] | None = None, window: int = 10,
+            length_normalise: bool = True) -> Analysis:
     """Answer ``question`` greedily, sample ``n`` more answers at ``temperature`` in one batch,
     cluster them with each clusterer and compute every uncertainty score.
 
     Scores: token-level on the greedy answer (``mean_entropy``, ``max_entropy``, ``neg_loglik``,
-    ``neg_loglik_per_token``, ``windowed`` = the fixed source measure averaged over the answer);
+    ``neg_loglik_per_token``, ``windowed`` = the fixed windowed measure averaged over the answer);
     over the samples ``naive_entropy`` and, per clusterer name k, ``se_discrete_k`` and
-    ``se_weighted_k``.
+    ``se_weighted_k``. The weighted estimator weighs each sample by its length-normalised
+    likelihood (mean per-token log p, as the papers' code does); ``length_normalise=False`` uses
+    the total log p(s | x) instead.
     """
     from minidecode.tinyworld.corpus import encode_prompt
 
@@ -656,7 +916,8 @@ def analyse(model: Any, tokenizer: Any, question: Question, n: int = 10,
         ids = clusterer(question.question, samples.texts)
         clusters[name] = ids
         scores[f"se_discrete_{name}"] = discrete_semantic_entropy(ids)
-        scores[f"se_weighted_{name}"] = semantic_entropy(ids, samples.log_likelihoods())
+        scores[f"se_weighted_{name}"] = semantic_entropy(
+            ids, samples.log_likelihoods(), samples.lengths if length_normalise else None)
     return Analysis(question, greedy, samples, clusters, scores)
 
 

@@ -1,5 +1,6 @@
-"""Semantic uncertainty (chapter 06): the two SE estimators, clustering, AUROC, the source's
-windowed measure fixed, sampling from the shipped model, and clear errors for bad input."""
+"""Semantic uncertainty (chapter 06): the two SE estimators (per-token and total likelihoods),
+clustering (with and without an oracle), AUROC and its bootstrap interval, abstaining, the windowed
+measure fixed, sampling from the shipped model, and clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ import minidecode
 from minidecode.entropy import entropy
 from minidecode.semantic_uncertainty import (
     DEFAULT_THRESHOLD,
+    ENTITY_THRESHOLD,
     EmbeddingClusterer,
     EntailmentClusterer,
+    EntityEmbeddingClusterer,
     ExactMatchClusterer,
+    abstention_curve,
     accuracy_rejection_curve,
     analyse,
+    answer_or_abstain,
     auroc,
+    auroc_interval,
     cluster_greedy,
     cluster_log_probs,
     discrete_semantic_entropy,
@@ -28,6 +34,7 @@ from minidecode.semantic_uncertainty import (
     is_correct,
     last_hidden_states,
     naive_entropy,
+    named_content,
     normalise_answer,
     roc_curve,
     sample_answers,
@@ -92,6 +99,22 @@ def test_weighted_se_is_zero_for_one_cluster_and_follows_the_likelihoods() -> No
     assert lopsided < balanced == pytest.approx(math.log(2))
 
 
+def test_weighted_se_length_normalised_as_the_papers_code_and_total_as_an_option() -> None:
+    """Clusters [0, 0, 1], log p = [-1, -2, -3] over 1, 2, 3 tokens. Per token every answer has
+    log p = -1, so p(C) = (2/3, 1/3); with the totals p(C) = (e^-1 + e^-2, e^-3) / sum."""
+    ids, log_liks, lengths = [0, 0, 1], [-1.0, -2.0, -3.0], [1, 2, 3]
+    per_token = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert semantic_entropy(ids, log_liks, lengths) == pytest.approx(per_token, abs=1e-12)
+    assert per_token == pytest.approx(0.6365141683, abs=1e-9)
+    masses = [math.exp(-1) + math.exp(-2), math.exp(-3)]
+    total = -sum(m / sum(masses) * math.log(m / sum(masses)) for m in masses)
+    assert semantic_entropy(ids, log_liks) == pytest.approx(total, abs=1e-12)
+    assert total == pytest.approx(0.3026085525, abs=1e-9)
+    for bad in ([1, 2], [1, 0, 3]):
+        with pytest.raises(ValueError, match="lengths"):
+            semantic_entropy(ids, log_liks, bad)
+
+
 def test_naive_entropy_hand_computation() -> None:
     assert naive_entropy([-2.0, -6.0], [2, 3]) == pytest.approx((1.0 + 2.0) / 2)
 
@@ -149,6 +172,44 @@ def test_entailment_clusterer_needs_entailment_both_ways() -> None:
     assert EntailmentClusterer(one_way)("Where is Tom?", answers) == [0, 0, 1]
 
 
+def test_named_content_numbers_entities_negation_minus_the_question() -> None:
+    assert named_content("He is in the kitchen.", "Where is Tom?") == {"kitchen"}
+    assert named_content("Tom is in the kitchen.", "Where is Tom?") == {"kitchen"}
+    assert named_content("the kitchen", "Where is Tom?") == {"kitchen"}
+    assert named_content("The answer is eleven.") == named_content("11") == {"11"}
+    assert named_content("07 and 2.50") == {"7", "2.5"}
+    # a name the vocabulary does not know counts when capitalised inside a sentence
+    assert named_content("He is with Anna and Bob in the park.", "Where is Tom?") == {
+        "anna", "bob", "park"}
+    assert named_content("He isn't in the kitchen.", "Where is Tom?") == {"<not>", "kitchen"}
+    # the question's own numbers are given, not claimed
+    question = "Mia has 7 shells. She wins 9 more. How many shells does Mia have?"
+    assert named_content("She wins 9 more, so 7 + 9 = 16. The answer is 16.", question) == {"16"}
+    assert named_content("In the attic.", "", vocabulary=["attic"]) == {"attic"}
+    with pytest.raises(ValueError, match="text"):
+        named_content("  ")
+
+
+def test_entity_clusterer_separates_numbers_and_places_and_joins_paraphrases() -> None:
+    """MiniLM alone (threshold 0.9, with the question) cannot tell "11" from "14"; the named
+    numbers and places can, while a full sentence and a bare place stay together."""
+    clusterer = EntityEmbeddingClusterer()
+    assert clusterer.threshold == ENTITY_THRESHOLD
+    arithmetic = "Mia has 7 shells. She wins 4 more. How many shells does Mia have?"
+    assert EmbeddingClusterer()(arithmetic, ["11", "14"]) == [0, 0]       # the failure fixed
+    assert clusterer(arithmetic, ["11", "14", "The answer is 11."]) == [0, 1, 0]
+    where = "Where is Tom?"
+    assert clusterer(where, ["He is in the kitchen.", "the kitchen", "the garden",
+                             "Tom is in the kitchen.", "In the garden."]) == [0, 0, 1, 0, 1]
+    # both directions: naming more (Anna) is not the same meaning, nor is a negation
+    assert clusterer(where, ["In the park.", "He is with Anna in the park.",
+                             "He is not in the park."]) == [0, 1, 2]
+    # the embedding still has a say: threshold 1 keeps different wordings apart
+    assert EntityEmbeddingClusterer(1.0)(where, ["In the park.", "The park."]) == [0, 1]
+    with pytest.raises(ValueError, match="threshold"):
+        EntityEmbeddingClusterer(1.5)
+
+
 # --------------------------------------------------------------------------- evaluation
 @pytest.mark.parametrize("seed", range(5))
 def test_auroc_equals_sklearn_on_random_data(seed: int) -> None:
@@ -179,6 +240,74 @@ def test_accuracy_rejection_curve() -> None:
     assert flat.tolist() == pytest.approx([0.6, 0.6, 0.6])   # ties: the base accuracy
     backwards = accuracy_rejection_curve(-perfect, correct, [0.0, 0.4])
     assert backwards[1] < backwards[0]
+
+
+def test_auroc_interval_is_the_stratified_percentile_bootstrap() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 120)
+    scores = np.round(rng.normal(size=120) + labels, 1)             # ties included
+    point, low, high = auroc_interval(scores, labels, n_resamples=500, seed=7)
+    assert point == auroc(scores, labels) and low < point < high
+    # the same resamples, one at a time with auroc
+    draws = np.random.default_rng(7)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pos_idx = draws.integers(0, len(pos), (500, len(pos)))
+    neg_idx = draws.integers(0, len(neg), (500, len(neg)))
+    values = [auroc(np.r_[pos[i], neg[j]], np.r_[np.ones(len(pos)), np.zeros(len(neg))])
+              for i, j in zip(pos_idx, neg_idx)]
+    assert (low, high) == pytest.approx(tuple(np.quantile(values, [0.025, 0.975])), abs=1e-12)
+    # more questions, a narrower interval; perfect separation, no width at all
+    many = np.tile(labels, 10), np.tile(scores, 10)
+    _, low10, high10 = auroc_interval(many[1], many[0], n_resamples=500)
+    assert high10 - low10 < (high - low) / 2
+    assert auroc_interval([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], n_resamples=100) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="n_resamples"):
+        auroc_interval(scores, labels, n_resamples=10)
+    with pytest.raises(ValueError, match="level"):
+        auroc_interval(scores, labels, level=1.0)
+
+
+def test_answer_or_abstain() -> None:
+    answers = ["In the park.", "The park.", "In the kitchen."]
+    se = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))           # 0.637
+    decided = answer_or_abstain(answers, [0, 0, 1], threshold=0.7)
+    assert decided.answer == "In the park." and not decided.abstained
+    assert decided.semantic_entropy == pytest.approx(se) and decided.support == pytest.approx(2 / 3)
+    refused = answer_or_abstain(answers, [0, 0, 1], threshold=0.6)
+    assert refused.abstained and refused.answer is None
+    # the greedy answer is given when passed; the likelihoods decide the majority when given
+    assert answer_or_abstain(answers, [0, 0, 1], 0.7, answer="Park.").answer == "Park."
+    weighted = answer_or_abstain(answers, [0, 0, 1], 0.7, log_likelihoods=[-6.0, -6.0, -0.1])
+    assert weighted.answer == "In the kitchen." and weighted.support > 0.99
+    assert answer_or_abstain(answers, [0, 1, 2], 0.0).abstained
+    assert not answer_or_abstain(answers, [0, 0, 0], 0.0).abstained
+    with pytest.raises(ValueError, match="threshold"):
+        answer_or_abstain(answers, [0, 0, 1], -1.0)
+    with pytest.raises(ValueError, match="cluster_ids"):
+        answer_or_abstain(answers, [0, 0], 0.5)
+
+
+def test_abstention_curve_rises_only_when_the_entropy_ranks_wrong_answers_last() -> None:
+    entropies = [0.0, 0.2, 0.5, 0.9, 1.2, 1.6]
+    correct = [1, 1, 1, 0, 1, 0]
+    rows = abstention_curve(entropies, correct, [0.0, 0.5, 1.0, 2.0])
+    assert [r["answered"] for r in rows] == [1, 3, 4, 6]
+    assert [r["rejection_rate"] for r in rows] == pytest.approx([5 / 6, 0.5, 1 / 3, 0.0])
+    assert [r["accuracy"] for r in rows] == pytest.approx([1.0, 1.0, 0.75, 4 / 6])
+    assert all(r["low"] <= r["accuracy"] <= r["high"] for r in rows)
+    assert math.isnan(abstention_curve(entropies, correct, [-1.0])[0]["accuracy"])
+    # on many questions, an informative SE lifts accuracy as it refuses more; a random or a
+    # constant score does not (so a curve that ignored the ranking would fail here)
+    rng = np.random.default_rng(0)
+    right = rng.random(2000) < 0.5
+    informative = rng.normal(size=2000) + 1.5 * ~right
+    fractions = [0.0, 0.5]
+    assert np.diff(accuracy_rejection_curve(informative, right, fractions))[0] > 0.2
+    for uninformative in (rng.normal(size=2000), np.ones(2000)):
+        assert abs(np.diff(accuracy_rejection_curve(uninformative, right, fractions))[0]) < 0.05
+    median = float(np.median(informative))
+    kept = abstention_curve(informative, right, [median])[0]
+    assert kept["accuracy"] > right.mean() + 0.2 and kept["rejection_rate"] == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------- the model
@@ -237,12 +366,19 @@ def test_analyse_scores_every_measure(target, questions):
     question = questions[-1]                      # a word problem
     result = analyse(model, tokenizer, question, n=4, seed=0)
     assert question.family == "arithmetic" and len(result.samples.texts) == 4
-    assert set(result.clusters) == {"exact", "minilm", "parsed"}
+    assert set(result.clusters) == {"exact", "minilm", "entities", "parsed"}
     assert all(math.isfinite(v) for v in result.scores.values())
     assert result.correct == is_correct(question, result.greedy.texts[0])
+    samples = result.samples
     for name, ids in result.clusters.items():
         assert result.scores[f"se_discrete_{name}"] == pytest.approx(
             discrete_semantic_entropy(ids))
+        assert result.scores[f"se_weighted_{name}"] == pytest.approx(   # per token by default
+            semantic_entropy(ids, samples.log_likelihoods(length_normalised=True)))
+    total = analyse(model, tokenizer, question, n=4, seed=0, length_normalise=False,
+                    clusterers={"exact": ExactMatchClusterer()})
+    assert total.scores["se_weighted_exact"] == pytest.approx(
+        semantic_entropy(total.clusters["exact"], total.samples.log_likelihoods()))
 
 
 def test_correctness_and_extraction() -> None:
