@@ -9,8 +9,8 @@ Model: tiny-retriever (4 layers x 8 heads). The local pattern is StreamingLLM's 
    is made local, and the greedy (forward-selection) order of ``greedy_profile``.
 2. For 25%, 50% and 75% of the heads made local, chosen by
    greedy profiling, single-head loss increase, mass outside, at random (``--seeds`` draws) and by
-   the source's head-agnostic feature order; plus all-global, all-local and the source's selector
-   as it decides per document:
+   the feature-based selector's head-agnostic order; plus all-global, all-local and the
+   feature-based selector as it decides per document:
    - retrieval accuracy: exact match of the greedy answer on ``--n`` held-out needle documents
      (held-out keys, seed HELD_OUT_SEED, 300-480 tokens, random depths);
    - perplexity of ``--ppl-docs`` held-out stories and retrieval documents under the pattern;
@@ -47,6 +47,7 @@ from minidecode.attention_patterns import (
     choose_local_heads,
     cost_report,
     feature_order,
+    feature_selector,
     greedy_profile,
     loss_increase,
     mass_outside,
@@ -55,7 +56,6 @@ from minidecode.attention_patterns import (
     pattern_perplexity,
     random_local_heads,
     retrieval_document,
-    source_selector,
 )
 from minidecode.tinyworld.evaluate import HELD_OUT_SEED, encode_prompt, held_out_docs
 
@@ -155,11 +155,11 @@ def main() -> None:
         else:
             add(method, fraction, random_local_heads(layers, heads, fraction, seed), seed=seed)
 
-    # --- the source's selector as it decides, document by document
+    # --- the feature-based selector as it decides, document by document
     hits, fractions_chosen = 0, []
     for needle in needles:
         prompt = torch.tensor([*needle.document_ids, *needle.question_ids])
-        patterns, info = source_selector(model, prompt, special_ids=[0], local=local)
+        patterns, info = feature_selector(model, prompt, special_ids=[0], local=local)
         fractions_chosen.append(info["local"])
         hits += needle_accuracy(model, tokenizer, [needle], patterns)
     selector = {"accuracy": hits / len(needles), "fractions": fractions_chosen,
@@ -176,7 +176,7 @@ def main() -> None:
         "profiles": {"mass_outside": mass.tolist(), "loss_increase": single.tolist(),
                      "greedy_order": order.tolist(), "greedy_losses": greedy_losses},
         "profile_seconds": {"single": t1 - t0, "greedy": t2 - t1},
-        "rows": rows, "source_selector": selector,
+        "rows": rows, "feature_selector": selector,
         "seconds": time.perf_counter() - start,
     }
     figure(result, FIGURE)
@@ -222,8 +222,8 @@ def summary_lines(result: dict) -> list[str]:
         for method in (*PROFILED, "random", "feature order"):
             lines.append(line(f"{fraction:.0%}", rows[method, fraction]))
     lines.append(line("100%", rows["all-local", 1.0]))
-    selector = result["source_selector"]
-    lines += ["", f"The source's selector, deciding per document from its features: it made "
+    selector = result["feature_selector"]
+    lines += ["", f"The feature-based selector, deciding per document from its features: it made "
               f"{selector['mean_fraction']:.0%} of the heads local on average (choices: "
               f"{sorted(set(selector['fractions']))}), retrieval accuracy "
               f"{selector['accuracy']:.2f}."]
@@ -243,7 +243,7 @@ def summary_lines(result: dict) -> list[str]:
               "query, is highest for broad heads that spread attention thinly and lowest for "
               "retrieval heads, which read locally except at the few queries that need the fact, "
               "so ranking by it makes the retrieval heads local first. Loss-based profiling "
-              "measures what is lost at exactly those queries. The source's selector and the "
+              "measures what is lost at exactly those queries. The feature-based selector and the "
               "feature order know nothing about heads: whether they keep the few retrieval heads "
               "global is an accident of the head numbering."]
     return lines
@@ -299,7 +299,7 @@ def write_results(result: dict, lines: list[str]) -> None:
             "the code's tokens least given those already local; *single-head loss* ranks heads by "
             "the loss increase when each alone is made local; *mass outside* by the attention "
             "mass each head puts outside the pattern. *random*: mean over "
-            f"{result['seeds']} draws (min-max in brackets). *feature order*: the source's "
+            f"{result['seeds']} draws (min-max in brackets). *feature order*: the feature-based "
             "selector's head-agnostic order. Costs are relative to full causal attention at "
             f"{result['cost_length']} tokens.", "",
             "![retrieval accuracy against attended pairs](results/attention_patterns.png)", "",

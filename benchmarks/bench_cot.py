@@ -11,7 +11,7 @@ per step count
   paper), aggregated Delta (the paper), and Delta x p(first token) (an extension, labelled);
   plus the oracle (some branch is right);
 - CoT-decoding again with the branches decoded one after another (same paths, for timing);
-- the source text's variant: greedy with the trigger phrase inserted every 3 tokens (at the next
+- a common first attempt: greedy with the trigger phrase inserted every 3 tokens (at the next
   sentence end), and every 16 tokens.
 
 Wall times are totals over all problems, so every ratio comes from this one run. Every branch's
@@ -45,7 +45,7 @@ from minidecode.cot import cot_decode, held_out_arithmetic, select_path, trigger
 OUT = Path(__file__).resolve().parent / "results" / "cot.json"
 SECTION = "## Chain-of-thought decoding"
 METHODS = ("greedy", "trigger prompt", "CoT max Delta", "CoT aggregated Delta",
-           "source variant (every 3)", "source variant (every 16)",
+           "trigger every 3 steps", "trigger every 16 steps",
            "extension: Delta x p(first)", "oracle (any branch right)")
 
 
@@ -85,7 +85,7 @@ def run(n: int, k: int) -> dict:
                                                      for p in paths)
             for every in (3, 16):
                 out = trigger_insertion_decode(model, tokenizer, prompt, every=every)
-                hits[f"source variant (every {every})"] += (
+                hits[f"trigger every {every} steps"] += (
                     tw.parse_number_answer(out.text) == problem.answer)
             for rank, path in enumerate(paths):
                 branches.append({
@@ -178,7 +178,7 @@ def write_results(result: dict, lines: list[str]) -> None:
             "confidently (Delta near 1), and max Delta picks one of them on about a third of the "
             "multi-step problems. Summing Delta over the paths that agree (aggregated) outvotes "
             "them, and so does the extension Delta x p(first token), which the off-topic "
-            "branches lose by their tiny first-token probability. The source's variant, "
+            "branches lose by their tiny first-token probability. The trigger-insertion variant, "
             "inserting the trigger again and again, makes the model restart its chain after "
             "every insertion, so it seldom reaches the right final number. On 1-step problems, "
             "where greedy is already right 88% of the time, max Delta is slightly worse than "

@@ -55,7 +55,7 @@ from minidecode.sampling import (
     apply_processors,
     sample_next_token,
 )
-from minidecode.temperature import EDT, DynamicTemperature, SourceScheduler
+from minidecode.temperature import EDT, DynamicTemperature, ThreeFactorScheduler
 from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.tinyworld.judge import bootstrap_ci, judge_story, perplexity_without_eos
 
@@ -81,22 +81,22 @@ SWEEPS: dict[str, tuple[int, str, list, Callable]] = {
     f"min-p at T {HOT}": (1, "p_min", [0.3, 0.1, 0.05], lambda v: (HOT, [MinP(v)])),
     f"top-p at T {HOT}": (1, "p", [0.7, 0.9], lambda v: (HOT, [TopP(v)])),
     "adaptive": (2, "epsilon", [3e-2, 1e-2, 1e-3], lambda v: (1.0, [AdaptiveDecoding(v)])),
-    "confidence rule (source)": (2, "-", [0], lambda v: (1.0, [ConfidenceRule()])),
+    "confidence rule (fixed)": (2, "-", [0], lambda v: (1.0, [ConfidenceRule()])),
     "entropix": (2, "H threshold", [0.5, 1.0, 2.0],
                  lambda v: (1.0, [Entropix(entropy_threshold=v)])),
     "EDT": (3, "theta", [4.0, 1.0, 0.25], lambda v: (1.0, [EDT(t0=1.0, n=0.8, theta=v)])),
     "dynamic temperature": (3, "exponent", [2.0, 1.0, 0.5],
                             lambda v: (1.0, [DynamicTemperature(0.5, 1.5, v)])),
-    "source scheduler (fixed)": (3, "-", [0], lambda v: (1.0, [SourceScheduler()])),
+    "three-factor scheduler (fixed)": (3, "-", [0], lambda v: (1.0, [ThreeFactorScheduler()])),
 }
 # Which sweeps each chapter's figure shows (its own, plus references from earlier chapters).
 CHAPTER_SWEEPS = {
     1: ["greedy", "temperature", "top-k", "top-p", "min-p", "typical", "epsilon", "eta",
         f"min-p at T {HOT}", f"top-p at T {HOT}"],
-    2: ["greedy", "temperature", "top-p", "min-p", "adaptive", "confidence rule (source)",
+    2: ["greedy", "temperature", "top-p", "min-p", "adaptive", "confidence rule (fixed)",
         "entropix"],
     3: ["greedy", "temperature", "min-p", "EDT", "dynamic temperature",
-        "source scheduler (fixed)"],
+        "three-factor scheduler (fixed)"],
 }
 METRICS = ("validity", "valid_texts", "loops", "repeated_4grams", "judge_perplexity",
            "perplexity_with_eos", "distinct_2", "self_similarity", "stopped", "location_clashes")
@@ -110,7 +110,7 @@ COST_SAMPLERS: dict[str, Callable[[], list]] = {
     "confidence rule": lambda: [ConfidenceRule()],
     "entropix": lambda: [Entropix()], "EDT": lambda: [EDT()],
     "dynamic temperature": lambda: [DynamicTemperature(0.5, 1.5, 1.0)],
-    "source scheduler": lambda: [SourceScheduler()],
+    "three-factor scheduler": lambda: [ThreeFactorScheduler()],
 }
 
 
@@ -396,9 +396,9 @@ def notes(results: dict) -> list[str]:
             f"{row['judge_perplexity'][0]:.2f}, distinct-2 {row['distinct_2'][0]:.3f}"
             for row in edt)
         + f"; plain T = 0.7: validity {c['temperature T 0.7']['validity'][0]:.3f}, distinct-2 "
-        f"{c['temperature T 0.7']['distinct_2'][0]:.3f}. Source scheduler (fixed): validity "
-        f"{fmt(c['source scheduler (fixed)']['validity'])}, judge ppl "
-        f"{fmt(c['source scheduler (fixed)']['judge_perplexity'], 2)}.",
+        f"{c['temperature T 0.7']['distinct_2'][0]:.3f}. Three-factor scheduler (fixed): validity "
+        f"{fmt(c['three-factor scheduler (fixed)']['validity'])}, judge ppl "
+        f"{fmt(c['three-factor scheduler (fixed)']['judge_perplexity'], 2)}.",
         "",
         "Raw numbers: `benchmarks/results/sampling.json`.", "",
     ]

@@ -67,7 +67,7 @@ MEASURES = {
     "neg_loglik": "greedy answer: -log-likelihood",
     "mean_entropy": "greedy answer: mean per-step entropy",
     "max_entropy": "greedy answer: max per-step entropy",
-    "windowed": "source's windowed measure, fixed (mean over the answer)",
+    "windowed": "windowed measure, fixed (mean over the answer)",
 }
 FRACTIONS = [round(f, 2) for f in np.arange(0, 1, 0.05)]
 
@@ -234,7 +234,7 @@ arithmetic, where the model sometimes knows, parser SE (0.85) beats naive entrop
 match SE (0.69-0.75: exact match splits the chains of thought the model sometimes samples, one per
 friend's name) as the papers report, but it only ties the greedy answer's own likelihood (0.86):
 answers here are one short sentence whose uncertainty sits in a single number token, so there is no
-paraphrase for the clustering to forgive. The source's windowed measure, fixed, does well on
+paraphrase for the clustering to forgive. The windowed measure, fixed, does well on
 arithmetic (0.88, its entropy term sits on that number token) and poorly on short answers. (4)
 Pooled AUROCs are inflated by the family effect (short-answer questions are both mostly wrong and
 high-entropy); compare within a family.""".split("\n")

@@ -11,8 +11,8 @@ a *local* mask, and its KV cache shrinks to the window; a retrieval head cannot.
   arXiv:2309.17453), :class:`Strided` (Child et al. 2019, arXiv:1904.10509) and
   :class:`VerticalSlash` (MInference, Jiang et al. 2024, arXiv:2407.02490: a few key columns plus a
   few diagonals, estimated from the last queries' attention);
-- :func:`source_selector`, the source text's feature-based choice, fixed so that it reaches the
-  attention (see its docstring for what the source gets wrong);
+- :func:`feature_selector`, a feature-based choice (a common first attempt), fixed so that it
+  reaches the attention (see its docstring for what the first attempt gets wrong);
 - measured head profiling in the spirit of DuoAttention (Xiao et al. 2024, arXiv:2410.10819):
   :func:`mass_outside` (attention a head puts outside sink + window) and :func:`loss_increase`
   (how much the loss on retrieval documents rises when that head alone is made local),
@@ -43,7 +43,7 @@ from minidecode.generate import decode_steps, prefill
 
 __all__ = ["Global", "Local", "SinkWindow", "Strided", "VerticalSlash", "HeadPatterns",
            "PATTERNS", "make_pattern", "sink_window_mask", "estimate_vertical_slash",
-           "source_features", "feature_order", "source_selector", "missed_mass", "mass_outside",
+           "selector_features", "feature_order", "feature_selector", "missed_mass", "mass_outside",
            "pattern_loss", "loss_increase", "greedy_profile", "choose_local_heads",
            "random_local_heads", "retrieval_document", "needle_documents", "needle_accuracy",
            "pattern_perplexity", "attended_pairs", "kv_entries", "cost_report",
@@ -285,9 +285,9 @@ def sink_window_attention(q: Tensor, k: Tensor, v: Tensor, local_heads: set[int]
     return out, kv
 
 
-# ------------------------------------------------------------------------ the source's selector
-def source_features(input_ids: Tensor, special_ids: Sequence[int] = ()) -> dict[str, float]:
-    """The source text's input features, for one sequence (1, length) or (length,):
+# ------------------------------------------------------------- the feature-based selector
+def selector_features(input_ids: Tensor, special_ids: Sequence[int] = ()) -> dict[str, float]:
+    """The feature-based selector's input features, for one sequence (1, length) or (length,):
 
         token_diversity = |unique tokens| / length
         special_share   = (# tokens in special_ids) / length
@@ -310,19 +310,20 @@ def feature_order(num_layers: int, num_heads: int) -> list[tuple[int, int]]:
     return [(layer, head) for head in range(num_heads) for layer in range(num_layers)]
 
 
-def source_selector(model, input_ids: Tensor, special_ids: Sequence[int] = (),
-                    local: Mask | None = None) -> tuple[HeadPatterns, dict[str, float]]:
-    """The source's context-aware selector, fixed so that its choice reaches the attention.
+def feature_selector(model, input_ids: Tensor, special_ids: Sequence[int] = (),
+                     local: Mask | None = None) -> tuple[HeadPatterns, dict[str, float]]:
+    """A context-aware selector (a common first attempt), fixed so that its choice reaches the
+    attention.
 
     complexity > 0.7 -> every head global; 0.3 < complexity <= 0.7 -> "mixed": half the heads
     local; complexity <= 0.3 -> every head local (``local``, default SinkWindow(4, 64)). Which
     heads: :func:`feature_order`, since input features say nothing about heads.
-    What the source's pseudo-code got wrong is in notebook 08; in short, its patterns were passed
-    to a model that takes no such argument, and every head received the same label.
+    What the first attempt's pseudo-code gets wrong is in notebook 08; in short, its patterns were
+    passed to a model that takes no such argument, and every head received the same label.
     Returns (the patterns, the features with the chosen local fraction).
     """
     local = SinkWindow() if local is None else local
-    features = source_features(input_ids, special_ids)
+    features = selector_features(input_ids, special_ids)
     c = features["complexity"]
     fraction = 0.0 if c > 0.7 else (0.5 if c > 0.3 else 1.0)
     cfg = model.config

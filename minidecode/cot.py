@@ -22,10 +22,11 @@ Delta_j * p(t_j | x), the answer margin times the probability of the branch's fi
 model trained to copy its own last line (TinyWorld's restated chains) every chain branch writes
 its answer with a margin near 1, right or wrong, and the first-token probability breaks the tie.
 
-Also here, for comparison, the Korean source text's variant: insert a trigger phrase
+Also here, for comparison, a common first attempt: insert a trigger phrase
 ("Let's think step by step.") into the context every few decoding steps
-(:func:`trigger_insertion_decode`); the source's sketch splices a slice of logits into the token
-ids, which cannot work; here the phrase's token ids are fed through the cache and kept in the text.
+(:func:`trigger_insertion_decode`); the first attempt's sketch splices a slice of logits into the
+token ids, which cannot work; here the phrase's token ids are fed through the cache and kept in
+the text.
 
 Shapes: ``prompt_ids`` (1, prompt) long; per path, ``step_probs`` (path_len, vocab) float, the
 distribution the model gave at each generated position (row 0 is the first-step distribution, the
@@ -365,7 +366,7 @@ def held_out_arithmetic(n_steps: int, n: int, seed: int | None = None) -> list:
     return [arithmetic_problem(rng, n_steps=n_steps) for _ in range(n)]
 
 
-# ------------------------------------------------------------------------- the source's variant
+# ---------------------------------------------------------------- the trigger-insertion variant
 @dataclass
 class TriggerInsertionOutput:
     """tokens: every token after the prompt, inserted phrases included; inserted: True where a
@@ -381,7 +382,7 @@ class TriggerInsertionOutput:
 def trigger_insertion_decode(model: Any, tokenizer: Any, prompt: str | Sequence[int] | Tensor,
                              trigger: str = TRIGGER, every: int = 3, max_new_tokens: int = 72,
                              at_sentence_end: bool = True) -> TriggerInsertionOutput:
-    """The source text's idea done right: greedy decoding that inserts ``trigger`` into the context
+    """A common first attempt done right: greedy decoding that inserts ``trigger`` into the context
     at step 0 and again once ``every`` tokens have been generated since the last insertion.
 
     The phrase's TOKEN IDS are fed through the KV cache and stay in the text, and the model's

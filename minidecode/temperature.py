@@ -20,7 +20,7 @@ approaches ``T0``.
 with ``n`` the number of tokens still in the race (the vocabulary size V unless an earlier processor
 masked some), so ``H / log n`` is the entropy as a fraction of its maximum. It grows with H.
 
-:class:`SourceScheduler`, the source text's adaptive scheduler with its bugs fixed: a step-based
+:class:`ThreeFactorScheduler`, a common first attempt at an adaptive scheduler, fixed: a step-based
 base schedule times a context-quality factor times a diversity factor, clamped to [min, max].
 """
 
@@ -39,7 +39,7 @@ from minidecode.sampling import NEG_INF, _number
 __all__ = [
     "EDT",
     "DynamicTemperature",
-    "SourceScheduler",
+    "ThreeFactorScheduler",
     "apply_temperature",
     "dynamic_temperature",
     "edt_temperature",
@@ -85,8 +85,8 @@ class _Scheduled:
     """Base: subclasses give ``temperature(input_ids, scores) -> (batch,)``; this applies it.
 
     Stateful (:class:`minidecode.interfaces.StatefulProcessor`): ``history`` holds one (batch,)
-    tensor of temperatures per call, and a scheduler may read it (``SourceScheduler`` counts its
-    steps from it). ``state()`` / ``restore()`` let a loop that takes tokens back (speculative
+    tensor of temperatures per call, and a scheduler may read it (``ThreeFactorScheduler`` counts
+    its steps from it). ``state()`` / ``restore()`` let a loop that takes tokens back (speculative
     decoding) forget the calls made on rejected tokens.
     """
 
@@ -168,8 +168,9 @@ class DynamicTemperature(_Scheduled):
 
 
 @dataclass
-class SourceScheduler(_Scheduled):
-    """The source text's adaptive temperature scheduler, fixed (see notebook 03 for the bugs).
+class ThreeFactorScheduler(_Scheduled):
+    """A common first attempt at an adaptive temperature scheduler, fixed (notebook 03 shows the
+    bugs).
 
     ``T = clamp(base(step) * quality_factor * diversity_factor, min_temperature, max_temperature)``
 
@@ -178,8 +179,8 @@ class SourceScheduler(_Scheduled):
     - context quality ``q = 1 - H / log V`` (the step's confidence in [0, 1]): ``q > 0.8`` -> x0.7
       (stay consistent), ``q < 0.3`` -> x1.5;
     - diversity ``d`` = distinct tokens / tokens among the last ``window`` generated ones:
-      ``d < 0.3`` (repeating itself) -> x1.2 to break the loop, ``d > 0.7`` -> x0.8. The source had
-      these two the other way round, a positive feedback loop (see the notebook).
+      ``d < 0.3`` (repeating itself) -> x1.2 to break the loop, ``d > 0.7`` -> x0.8. The first
+      attempt has these two the other way round, a positive feedback loop (see the notebook).
 
     ``step`` counts tokens generated since the first call after :meth:`reset`; each row of the
     batch gets its own temperature.

@@ -18,6 +18,7 @@ from minidecode.attention_patterns import (
     choose_local_heads,
     cost_report,
     estimate_vertical_slash,
+    feature_selector,
     greedy_profile,
     kv_entries,
     loss_increase,
@@ -30,9 +31,8 @@ from minidecode.attention_patterns import (
     pattern_perplexity,
     random_local_heads,
     retrieval_document,
+    selector_features,
     sink_window_mask,
-    source_features,
-    source_selector,
 )
 from minidecode.model import ModelConfig, Transformer
 
@@ -122,19 +122,19 @@ def test_cost_report_counts_pairs_and_kv_entries():
     assert report["pairs"] == pytest.approx((1 + (55 + 900) / full) / 2)
 
 
-def test_source_features_and_the_fixed_selector():
+def test_selector_features_and_the_fixed_selector():
     repetitive = torch.tensor([[1, 2] * 50])
-    features = source_features(repetitive, special_ids=[2])
+    features = selector_features(repetitive, special_ids=[2])
     assert features["token_diversity"] == 0.02 and features["special_share"] == 0.5
     assert features["complexity"] == pytest.approx(0.26)
-    patterns, info = source_selector(MODEL, repetitive, special_ids=[2])
+    patterns, info = feature_selector(MODEL, repetitive, special_ids=[2])
     assert info["local"] == 1.0 and all(isinstance(m, SinkWindow)
                                         for heads in patterns.patterns for m in heads)
     diverse = torch.arange(50)[None]
-    patterns, info = source_selector(MODEL, diverse)
+    patterns, info = feature_selector(MODEL, diverse)
     assert info["local"] == 0.0
     middling = torch.tensor([[1, 2, 3, 4] * 10])
-    patterns, info = source_selector(MODEL, middling)
+    patterns, info = feature_selector(MODEL, middling)
     assert info["local"] == 0.5
     assert sum(isinstance(m, SinkWindow) for heads in patterns.patterns for m in heads) == 4
 
@@ -178,7 +178,7 @@ def test_bad_input_is_refused_with_the_parameter_named():
     with pytest.raises(ValueError, match="fraction"):
         choose_local_heads(torch.zeros(2, 2), 1.5)
     with pytest.raises(ValueError, match="empty"):
-        source_features(torch.zeros(1, 0, dtype=torch.long))
+        selector_features(torch.zeros(1, 0, dtype=torch.long))
 
 
 # ------------------------------------------------------------------ more masks, the cache, mass

@@ -143,7 +143,7 @@ def build(name: str, draft) -> object:
         "Eta": lambda: sampling.Eta(3e-4), "AdaptiveDecoding": lambda: adaptive.AdaptiveDecoding(),
         "ConfidenceRule": adaptive.ConfidenceRule, "Entropix": adaptive.Entropix,
         "EDT": lambda: temperature.EDT(), "DynamicTemperature": temperature.DynamicTemperature,
-        "SourceScheduler": temperature.SourceScheduler,
+        "ThreeFactorScheduler": temperature.ThreeFactorScheduler,
         "MODProcessor": lambda: MODProcessor(draft, 0.3, prompt_length=PROMPT_LEN),
     }
     assert name in makers, f"new processor {name}: add it to tests/test_decode_loop.py"
@@ -155,7 +155,7 @@ PROMPT_LEN = 9
 
 def test_every_processor_is_listed():
     names = set(processor_classes())
-    assert {"TopP", "MinP", "EDT", "SourceScheduler", "MODProcessor"} <= names
+    assert {"TopP", "MinP", "EDT", "ThreeFactorScheduler", "MODProcessor"} <= names
 
 
 @pytest.mark.parametrize("name", sorted(processor_classes()))

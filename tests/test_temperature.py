@@ -13,7 +13,7 @@ from minidecode.entropy import entropy
 from minidecode.temperature import (
     EDT,
     DynamicTemperature,
-    SourceScheduler,
+    ThreeFactorScheduler,
     apply_temperature,
     dynamic_temperature,
     edt_temperature,
@@ -71,7 +71,7 @@ def test_apply_temperature_zero_is_argmax_with_ties():
 
 
 def test_source_scheduler_trace_and_fixed_feedback():
-    scheduler = SourceScheduler(warm_steps=2, cool_after=6, window=4)
+    scheduler = ThreeFactorScheduler(warm_steps=2, cool_after=6, window=4)
     flat = torch.zeros(1, 50)                            # confidence 0: quality factor x1.5
     ids = torch.tensor([[1, 2, 3]])
     for _ in range(7):                                   # the text loops on one token
@@ -87,7 +87,7 @@ def test_source_scheduler_trace_and_fixed_feedback():
 
 
 def test_source_scheduler_gives_each_row_its_own_temperature():
-    scheduler = SourceScheduler()
+    scheduler = ThreeFactorScheduler()
     scores = torch.stack([torch.zeros(30), torch.tensor([30.0] + [0.0] * 29)])
     scheduler(torch.zeros(2, 3, dtype=torch.long), scores)
     first, second = scheduler.history[0].tolist()
@@ -103,9 +103,9 @@ def test_source_scheduler_gives_each_row_its_own_temperature():
         (lambda: DynamicTemperature(1.0, 0.5), "max_temperature"),
         (lambda: DynamicTemperature(-0.1, 1.0), "min_temperature"),
         (lambda: DynamicTemperature(0.5, 1.0, 0.0), "exponent"),
-        (lambda: SourceScheduler(min_temperature=0.0), "0 < min_temperature"),
-        (lambda: SourceScheduler(base_temperature=3.0), "base_temperature <= max_temperature"),
-        (lambda: SourceScheduler(warm_steps=10, cool_after=5), "warm_steps"),
+        (lambda: ThreeFactorScheduler(min_temperature=0.0), "0 < min_temperature"),
+        (lambda: ThreeFactorScheduler(base_temperature=3.0), "base_temperature <= max_temperature"),
+        (lambda: ThreeFactorScheduler(warm_steps=10, cool_after=5), "warm_steps"),
     ],
 )
 def test_bad_scheduler_arguments(make, word):
@@ -115,7 +115,7 @@ def test_bad_scheduler_arguments(make, word):
 
 
 def test_schedulers_reject_nan():
-    for scheduler in (EDT(), DynamicTemperature(), SourceScheduler()):
+    for scheduler in (EDT(), DynamicTemperature(), ThreeFactorScheduler()):
         with pytest.raises(ValueError, match="NaN"):
             scheduler(IDS, torch.tensor([[0.0, float("nan")], [0.0, 0.0]]))
 
