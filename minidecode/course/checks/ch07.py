@@ -105,7 +105,8 @@ _prompt_lookup_cases = st.builds(
 def find_candidate_tokens_cases() -> Iterator[Case]:
     """Longest n-gram first, latest occurrence first, fewer tokens at the end, no match."""
     yield Case([5, 6, 7, 8, 5, 6], 2, 3)            # [5, 6] at 0 -> [7, 8, 5]
-    yield Case([1, 2, 9, 1, 3, 9, 1, 2], 3, 2,      # [9,1,2] never; [1,2] at 0 -> [9, 1]
+    yield Case([1, 2, 9, 1, 3, 9, 1, 2], 3, 2)      # [9,1,2] never; [1,2] at 0 -> [9, 1]
+    yield Case([1, 2, 3, 5, 2, 6, 1, 2], 2, 2,      # [1,2] at 0 -> [3, 5]; [2] at 4 -> [6, 1]
                name="the longest n-gram first")
     yield Case([4, 9, 4, 8, 4], 3, 1,               # the latest earlier 4 is at 2 -> [8]
                name="the latest earlier occurrence")
