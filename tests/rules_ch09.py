@@ -77,6 +77,24 @@ def reader_no_value_error(*args):
     return _reader(*args, validate=False)
 
 
+# ----------------------------------------------------------------------------------- 09.6
+def distillations_without_the_catalyst():  # the catalyst's 16 entries count against the pot
+    return 14
+
+
+def distillations_one_a_chunk():  # the first chunk finds an empty pot: nothing to distil
+    return 16
+
+
+# ----------------------------------------------------------------------------------- 09.7
+def needle_kept_in_both_pots():  # the small pot's recent window is only the last 188 tokens
+    return "a"
+
+
+def needle_lost_in_both_pots():  # the chapter's pot keeps the last 508 tokens at the end
+    return "d"
+
+
 RULES = [
     ("09.5", "read_with_policy", reader_without_cr_rope),
     ("09.5", "read_with_policy", reader_ignores_the_catalyst),
@@ -85,4 +103,8 @@ RULES = [
     ("09.5", "read_with_policy", reader_stale_observation),
     ("09.5", "read_with_policy", reader_fills_the_pot),
     ("09.5", "read_with_policy", reader_no_value_error),
+    ("09.6", "answer_09_6", distillations_without_the_catalyst),
+    ("09.6", "answer_09_6", distillations_one_a_chunk),
+    ("09.7", "answer_09_7", needle_kept_in_both_pots),
+    ("09.7", "answer_09_7", needle_lost_in_both_pots),
 ]

@@ -1,6 +1,7 @@
 """Chapter 09 (InfiniPot and cache policies): 09.1 NuC scores from logits, 09.2 CaP scores from the
 catalyst's attention, 09.3 the keep set (NuC first, then CaP), 09.4 Context-Reset RoPE positions,
-09.5 the CCD reader loop with any cache policy."""
+09.5 the CCD reader loop with any cache policy; short answers on the playground's small pot:
+09.6 how many distillations InfiniPot makes, 09.7 where StreamingLLM keeps a needle."""
 
 from __future__ import annotations
 
@@ -123,11 +124,11 @@ def read_with_policy(model, input_ids, policy, pot_size, keep_size, chunk_size):
     return torch.stack(result.cache.token_index), result.token_nll
 
 
-def _tiny_model() -> Transformer:
+def _tiny_model(max_positions: int = 64) -> Transformer:
     torch.manual_seed(0)  # the weights; every case gets its own copy of the same model
     config = ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=64)
+                         max_position_embeddings=max_positions)
     return Transformer(config).eval()
 
 
@@ -149,3 +150,49 @@ def read_with_policy_cases() -> Iterator[Case]:
                name="ValueError: a chunk larger than pot - keep - catalyst cannot fit")
     yield Case(model, ids[:1, :20], StreamingLLM(n_sinks=2), 8, 8, 4,
                name="ValueError: keep_size must be smaller than pot_size")
+
+
+# 09.6 - 09.7: the playground's small pot (M = 256, C = 64, chunks of 128) on a 2,048-token
+# document, read by the tiny random model: the questions are about the policies' mechanics, which
+# do not depend on what the tokens say. The policy is built and the document read in a helper, so
+# a student's answer may use read_document and the policies too (only the package's functions that
+# the reference calls directly count as its answer).
+SMALL_POT = {"pot_size": 256, "keep_size": 64, "chunk_size": 128}
+CHAPTER_POT = {"pot_size": 512, "keep_size": 256, "chunk_size": 128}
+NEEDLE = int(0.9 * 2048)                                    # the token at depth 0.9: 1843
+
+
+def _read_2048(policy_name: str, sizes: dict[str, int]):
+    policies = {"InfiniPot": lambda: InfiniPot(list(range(1, 17))),   # a 16-token catalyst
+                "StreamingLLM": lambda: StreamingLLM(n_sinks=4)}
+    model = _tiny_model(max_positions=512)
+    ids = torch.randint(0, 40, (1, 2048), generator=_generator(9))
+    with torch.no_grad():
+        return read_document(model, ids, policies[policy_name](), **sizes)
+
+
+def answer_09_6() -> int:
+    """InfiniPot with a 16-token catalyst in the small pot: how many distillations?"""
+    return _read_2048("InfiniPot", SMALL_POT).distillations
+
+
+@exercise("09.6", reference=answer_09_6, returns=int)
+def answer_09_6_cases() -> Iterator[Case]:
+    yield Case()
+
+
+def _needle_kept(sizes: dict[str, int]) -> bool:
+    return NEEDLE in _read_2048("StreamingLLM", sizes).cache.token_index[0][0, 0].tolist()
+
+
+def answer_09_7() -> str:
+    """StreamingLLM (4 sinks): is the token at depth 0.9 still cached after the last token in the
+    chapter's pot (M = 512, C = 256), in the small pot (M = 256, C = 64)? "a" both, "b" only the
+    chapter's, "c" only the small one, "d" neither."""
+    kept = (_needle_kept(CHAPTER_POT), _needle_kept(SMALL_POT))
+    return {(True, True): "a", (True, False): "b", (False, True): "c", (False, False): "d"}[kept]
+
+
+@exercise("09.7", reference=answer_09_7, returns=str)
+def answer_09_7_cases() -> Iterator[Case]:
+    yield Case()
