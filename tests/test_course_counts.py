@@ -1,13 +1,14 @@
-"""docs/instructor/counts.md is what scripts/course_counts.py writes now.
+"""docs/instructor/counts.md agrees with the exercises and solutions, and scripts/course_counts.py
+counts, renders, reuses and splits as it says.
 
-The quick comparison (a second or two; no check is run): the exercises, points and solution
-lines are recounted from solutions/ and minidecode/course/checks/, and the fingerprint of what
-each chapter's verdicts depend on (the grader, checks/chNN.py, the exercise notebook, the wrong
-variants) must equal the one recorded when the script last ran every check. A new exercise, a
-changed solution, a new wrong variant or a regenerated exercise notebook therefore fails this
-test until `python scripts/course_counts.py` is run again. That the verdicts themselves hold
-(every fresh stub scores 0, every wrong variant is rejected) is asserted on every run by
-tests/test_grading.py and tests/test_exercise_rules.py.
+The quick comparison (seconds; no check is run): the exercises, points and solution lines of every
+chapter and exercise row are recounted from solutions/ and minidecode/course/checks/, so a new
+exercise, a changed solution or new points fail `test_counts_md_is_up_to_date` until
+`python scripts/course_counts.py` is run again. The verdicts in the file (fails on the stub,
+variants rejected) are not compared here: measuring them takes minutes, and that they hold (every
+fresh stub scores 0, every wrong variant is rejected) is asserted on every run by
+tests/test_grading.py and tests/test_exercise_rules.py; `python scripts/course_counts.py --check`
+also compares their fingerprints.
 """
 
 from __future__ import annotations
@@ -36,6 +37,32 @@ def test_every_solution_notebook_has_a_row(course_counts) -> None:
     text = (REPO / "docs" / "instructor" / "counts.md").read_text(encoding="utf-8")
     for notebook in sorted((REPO / "solutions").glob("[0-9][0-9]_*.ipynb")):
         assert f"| {notebook.stem} |" in text, notebook.name
+
+
+def test_counts_md_is_up_to_date(course_counts) -> None:
+    problems = course_counts.stale_counts()
+    assert problems == [], "\n".join(problems) + "\nrun: python scripts/course_counts.py"
+
+
+def test_a_stale_count_is_named(course_counts, tmp_path: Path) -> None:
+    chapters = course_counts.static_counts()
+    path = tmp_path / "counts.md"
+    path.write_text(course_counts.render(chapters, course_counts.Verdicts()), encoding="utf-8")
+    assert course_counts.stale_counts(path) == []
+    first = chapters[0].exercises[0]
+    row = next(line for line in path.read_text(encoding="utf-8").splitlines()
+               if line.startswith(f"| {first.exercise_id} |"))
+    wrong = row.replace(f"| {first.points} | {first.solution_lines} |",
+                        f"| {first.points + 1} | {first.solution_lines} |")
+    extra = "| 99.9 | `gone` | 1 | 3 | not measured | 0 / 0 |"
+    path.write_text(path.read_text(encoding="utf-8").replace(row, f"{wrong}\n{extra}"),
+                    encoding="utf-8")
+    assert course_counts.stale_counts(path) == [
+        f"{first.exercise_id}: function / points / solution lines `{first.name}` / "
+        f"{first.points + 1} / {first.solution_lines} in the file, `{first.name}` / "
+        f"{first.points} / {first.solution_lines} now",
+        "99.9: in the file, but no such chapter or exercise now",
+    ]
 
 
 def test_solution_lines_are_credited_to_the_enclosing_function(course_counts,
