@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 
 def load(name_or_path, **kwargs):
-    """Load a shipped model ("tiny-target", "tiny-draft", "tiny-retriever") or a checkpoint
-    directory.
+    """Load a shipped model ("main" and its one-layer draft "main-draft"; the earlier
+    "tiny-target", "tiny-draft", "tiny-retriever") or a checkpoint directory.
 
     Returns ``(Transformer, tokenizers.Tokenizer)``; see ``minidecode.checkpoint.load``.
     """
