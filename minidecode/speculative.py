@@ -26,6 +26,10 @@ accepted and c the cost of one draft call relative to one target call:
     tokens per target call  E = (1 - alpha^(g+1)) / (1 - alpha)
     speedup                 S = (1 - alpha^(g+1)) / ((1 - alpha) (g c + 1))
 
+Lossless, measured: ``lossless_p_values`` runs many seeded rounds through ``verify_draft`` and
+returns one chi-square p-value (``chi_square_p_value``) per seed, uniform on [0, 1] when the rule
+is right; ``chi_square_power`` says how large a deviation a given number of draws can see.
+
 What a drafter is (``Drafter``): anything that proposes up to ``gamma`` tokens, with the
 distributions it drew them from, and forgets rejected ones. ``ModelDrafter`` (a small model with
 its own cache) lives here; ``minidecode.prompt_lookup.PromptLookupDrafter`` needs no model.
@@ -52,8 +56,11 @@ __all__ = [
     "SpeculativeOutput",
     "SpeculativeStats",
     "accepted_prefix_length",
+    "chi_square_p_value",
+    "chi_square_power",
     "expected_tokens_per_call",
     "greedy_verify",
+    "lossless_p_values",
     "processed_probs",
     "residual_probs",
     "speculative_generate",
@@ -194,6 +201,101 @@ def verify_draft(target_probs: Tensor, draft_probs: Tensor, draft_tokens: Tensor
         next_probs = target_probs[:, 0]
     next_token = torch.multinomial(next_probs, 1, generator=generator).squeeze(-1)
     return accepted_len, next_token
+
+
+# ------------------------------------------------------------------------- losslessness, measured
+def chi_square_p_value(samples: Tensor, probs: Tensor, min_expected: float = 5.0) -> float:
+    """Pearson's chi-square goodness of fit of ``samples`` (token ids, any shape) to ``probs``
+    (vocab,): the p-value, P(a sample of probs fits at least this badly).
+
+    Tokens expecting fewer than ``min_expected`` counts are pooled into one bin (and that bin into
+    the smallest kept one if it is itself too small), so the chi-square approximation holds.
+    A token of probability 0 that was emitted gives p = 0. Under a correct sampler the p-value is
+    uniform on [0, 1]: one run giving 0.04 happens 4% of the time, which is why
+    ``lossless_p_values`` looks at many.
+    """
+    from scipy.stats import chisquare
+
+    if probs.dim() != 1 or samples.numel() == 0:
+        raise ValueError(f"probs must be (vocab,) and samples non-empty, got {tuple(probs.shape)}"
+                         f" and {samples.numel()} samples")
+    counts = torch.bincount(samples.reshape(-1), minlength=probs.shape[0]).double()
+    expected = probs.double() * samples.numel()
+    if bool((counts[expected == 0] > 0).any()):
+        return 0.0
+    big = expected >= min_expected
+    observed = torch.cat([counts[big], counts[~big].sum()[None]])
+    wanted = torch.cat([expected[big], expected[~big].sum()[None]])
+    if wanted[-1] < min_expected:             # pool the rare bin into the smallest kept bin
+        observed, wanted = observed[:-1], wanted[:-1]
+        observed[-1] += counts[~big].sum()
+        wanted[-1] += expected[~big].sum()
+    if observed.numel() < 2:
+        raise ValueError("probs puts (nearly) all its mass on one token: nothing to test")
+    wanted = wanted * observed.sum() / wanted.sum()
+    return float(chisquare(observed.numpy(), wanted.numpy()).pvalue)
+
+
+def chi_square_power(probs: Tensor, alternative: Tensor, n: int, level: float = 0.05,
+                     min_expected: float = 5.0) -> float:
+    """The chance that ``chi_square_p_value`` of n draws from ``alternative`` falls below
+    ``level`` when the claim is ``probs``: the test's power against that deviation.
+
+    Large-sample theory (Cochran 1952): the statistic then follows a noncentral chi-square with
+    the bins' count - 1 degrees of freedom and noncentrality
+    lambda = n * sum_bins (a_b - p_b)^2 / p_b, bins pooled as ``chi_square_p_value`` pools them.
+    """
+    from scipy.stats import chi2, ncx2
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if probs.shape != alternative.shape or probs.dim() != 1:
+        raise ValueError(f"probs and alternative must both be (vocab,), got "
+                         f"{tuple(probs.shape)} and {tuple(alternative.shape)}")
+    p, a = probs.double(), alternative.double()
+    big = p * n >= min_expected
+    p_bins = torch.cat([p[big], p[~big].sum()[None]])
+    a_bins = torch.cat([a[big], a[~big].sum()[None]])
+    keep = p_bins > 0
+    lam = float(n * ((a_bins[keep] - p_bins[keep]) ** 2 / p_bins[keep]).sum())
+    dof = int(keep.sum()) - 1
+    return float(ncx2.sf(chi2.isf(level, dof), dof, lam))
+
+
+def lossless_p_values(target_probs: Tensor, draft_probs: Tensor, runs: int = 20_000,
+                      seeds: Sequence[int] = range(200), verify: Any = None) -> list[float]:
+    """One chi-square p-value per seed for the first token a gamma = 1 round emits.
+
+    target_probs p_1, draft_probs q_1: (vocab,). For each seed: ``runs`` drafts x ~ q_1, ONE call
+    of ``verify`` (default ``verify_draft``, the real rule) on all of them, the emitted token
+    (x if accepted, else the residual draw), and ``chi_square_p_value`` against p_1. A lossless
+    rule gives p-values uniform on [0, 1] (test it with ``scipy.stats.kstest(values, "uniform")``);
+    a biased one piles them up near 0.
+
+    Only the tokens p_1 can emit need a column: drafts of tokens with p_1 = 0 are always rejected
+    (min(1, 0 / q) = 0) and the residual max(0, p - q) is 0 there, so they are merged into one
+    column, which changes no outcome. With a truncated p_1 (top-k, top-p) the simulation is cheap.
+    """
+    verify = verify_draft if verify is None else verify
+    if not isinstance(runs, int) or runs < 100:
+        raise ValueError(f"runs must be an int >= 100, got {runs!r}")
+    if target_probs.dim() != 1 or target_probs.shape != draft_probs.shape:
+        raise ValueError(f"target_probs and draft_probs must both be (vocab,), got "
+                         f"{tuple(target_probs.shape)} and {tuple(draft_probs.shape)}")
+    keep = target_probs > 0
+    p = torch.cat([target_probs[keep], target_probs.new_zeros(1)]).float()
+    q = torch.cat([draft_probs[keep], draft_probs[~keep].sum()[None]]).float()
+    values = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(int(seed))
+        drafted = torch.multinomial(q, runs, replacement=True, generator=generator)[:, None]
+        accepted_len, next_token = verify(p.expand(runs, 2, -1), q.expand(runs, 1, -1), drafted,
+                                          generator)
+        emitted = torch.where(accepted_len == 1, drafted[:, 0], next_token)
+        values.append(chi_square_p_value(emitted, p))
+    return values
 
 
 def processed_probs(tokens: Tensor, logits: Tensor, processors: Sequence[LogitsProcessor],
