@@ -41,10 +41,12 @@ from tqdm.auto import tqdm
 import minidecode
 from minidecode.semantic_uncertainty import (
     DEFAULT_THRESHOLD,
+    ENTITY_THRESHOLD,
     EmbeddingClusterer,
     accuracy_rejection_curve,
     analyse,
     auroc,
+    auroc_interval,
     cluster_greedy,
     discrete_semantic_entropy,
     held_out_questions,
@@ -60,6 +62,10 @@ MEASURES = {
     "se_discrete_parsed": "semantic entropy, discrete, answer-parser clusters",
     "se_weighted_minilm": f"semantic entropy, weighted, MiniLM clusters ({DEFAULT_THRESHOLD})",
     "se_discrete_minilm": f"semantic entropy, discrete, MiniLM clusters ({DEFAULT_THRESHOLD})",
+    "se_weighted_entities": "semantic entropy, weighted, MiniLM + named entities/numbers "
+                            f"({ENTITY_THRESHOLD})",
+    "se_discrete_entities": "semantic entropy, discrete, MiniLM + named entities/numbers "
+                            f"({ENTITY_THRESHOLD})",
     "se_weighted_exact": "semantic entropy, weighted, exact normalised match",
     "se_discrete_exact": "semantic entropy, discrete, exact normalised match",
     "naive_entropy": "naive entropy (samples' mean surprisal per token)",
@@ -94,7 +100,7 @@ def main() -> None:
     for i, question in enumerate(tqdm(questions, desc="questions", disable=None)):
         result = analyse(model, tokenizer, question, args.samples, args.temperature, seed=i)
         sims = minilm.similarities(question.question, result.samples.texts)
-        sweep_sims.append((sims, result.samples.log_likelihoods()))
+        sweep_sims.append((sims, result.samples.log_likelihoods(length_normalised=True)))
         rows.append({"family": question.family, "answerable": question.answerable,
                      "truth": question.truth, "greedy": result.greedy.texts[0],
                      "correct": result.correct, "samples": result.samples.texts,
@@ -127,6 +133,9 @@ def summarise(rows: list[dict], sweep_sims: list) -> dict:
         summary["auroc"][family] = {
             m: (auroc([r["scores"][m] for r in chosen], wrong) if 0 < sum(wrong) < len(wrong)
                 else None) for m in MEASURES}
+        summary.setdefault("auroc_interval", {})[family] = {
+            m: (list(auroc_interval([r["scores"][m] for r in chosen], wrong)[1:])
+                if 0 < sum(wrong) < len(wrong) else None) for m in MEASURES}
         summary["rejection"][family] = {
             m: accuracy_rejection_curve([r["scores"][m] for r in chosen],
                                         [r["correct"] for r in chosen], FRACTIONS).tolist()
@@ -169,14 +178,22 @@ def summary_lines(result: dict) -> list[str]:
         f"{np.mean([r['correct'] for r in answerable]) if answerable else 0:.2f}), "
         f"arithmetic {s['accuracy']['arithmetic']:.2f}",
         "",
-        "AUROC for predicting a wrong answer (higher is better, 0.5 = chance):",
+        "AUROC for predicting a wrong answer (higher is better, 0.5 = chance; [stratified "
+        "bootstrap 95% interval] where the run kept them):",
         "",
         "| measure | all | short-answer | arithmetic |",
         "|---|---|---|---|",
     ]
+    intervals = s.get("auroc_interval", {})
     for measure, label in MEASURES.items():
-        lines.append(f"| {label} | " + " | ".join(
-            _fmt(s["auroc"][f][measure]) for f in ("all", "qa", "arithmetic")) + " |")
+        if measure not in s["auroc"]["all"]:
+            continue                                   # a run from before the measure existed
+        cells = []
+        for f in ("all", "qa", "arithmetic"):
+            interval = intervals.get(f, {}).get(measure)
+            cells.append(_fmt(s["auroc"][f][measure]) + (
+                f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "MiniLM threshold sweep (AUROC of discrete / weighted SE):", "",
               "| threshold | all | short-answer | arithmetic |", "|---|---|---|---|"]
     for threshold in THRESHOLDS:
@@ -198,7 +215,10 @@ def summary_lines(result: dict) -> list[str]:
     lines += ["", "Goal: semantic entropy AUROC >= 0.75 and above naive entropy's."]
     for key, label in (("parsed", "answer-parser clusters (an oracle equivalence)"),
                        ("minilm", f"MiniLM clusters (threshold {result['threshold']})"),
+                       ("entities", "MiniLM + named entities/numbers (no oracle)"),
                        ("exact", "exact normalised match")):
+        if f"se_discrete_{key}" not in auc["all"]:
+            continue
         best = max(auc["all"][f"se_discrete_{key}"], auc["all"][f"se_weighted_{key}"])
         arith = max(auc["arithmetic"][f"se_discrete_{key}"],
                     auc["arithmetic"][f"se_weighted_{key}"])
