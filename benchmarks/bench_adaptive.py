@@ -48,7 +48,7 @@ from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.tinyworld.judge import bootstrap_ci, judge_story
 
 OUT = Path(__file__).resolve().parent / "results" / "adaptive.json"
-SECTION = "## Adaptive decoding against top-p at the same mean set size (issue 22)"
+SECTION = "## Adaptive decoding against top-p at the same mean set size"
 EPSILONS = (3e-2, 1e-2, 3e-3, 1e-3)
 TEMPERATURES = (1.0, 1.6)
 

@@ -52,7 +52,7 @@ from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.tinyworld.judge import bootstrap_ci, judge_story
 
 OUT = Path(__file__).resolve().parent / "results" / "mod_sweep.json"
-SECTION = "## MOD: one model, two conditionings, two objectives (issue 22)"
+SECTION = "## MOD: one model, two conditionings, two objectives"
 WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 OBJECTIVES = ("validity", "location_rate")
 

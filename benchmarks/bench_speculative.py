@@ -221,7 +221,8 @@ def main() -> None:
 def summary_lines(result: dict) -> list[str]:
     target = (f"{result.get('target', 'tiny-target')} ({result.get('target_layers', 4)} layers, "
               f"width {result.get('target_width', 256)})")
-    draft = (f"{result.get('draft', 'tiny-draft')} ({result.get('draft_layers', 2)} layers, "
+    layers = result.get("draft_layers", 2)
+    draft = (f"{result.get('draft', 'tiny-draft')} ({layers} layer{'s' if layers != 1 else ''}, "
              f"width {result.get('draft_width', 128)})")
     lines = [
         f"- models: {target} verifies, {draft} drafts; greedy, batch 1, "
