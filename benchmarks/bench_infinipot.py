@@ -104,7 +104,8 @@ def needle(args, model, tokenizer) -> dict:
     jobs = [(n, d) for n in args.lengths for d in args.depths]
     for n_tokens, depth in tqdm(jobs, desc="cells"):
         examples = [needle_example(tokenizer, n_tokens, depth, rng, keys=tw.HELD_OUT_KEYS
-                                   if args.held_out_keys else None) for _ in range(args.n)]
+                                   if args.held_out_keys else None, style=args.style)
+                    for _ in range(args.n)]
         for name in args.policies or policies([0]):
             hits, kept = 0, 0.0
             for ex in examples:
@@ -244,6 +245,8 @@ def main() -> None:
     parser.add_argument("--question-catalyst", action="store_true",
                         help="InfiniPot's catalyst is the actual question (else a generic prompt)")
     parser.add_argument("--held-out-keys", action="store_true")
+    parser.add_argument("--style", choices=tw.FACT_STYLES, default="has_code",
+                        help="the facts' wording: the one the model was trained on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--from-json", type=Path, default=None,

@@ -204,3 +204,20 @@ def test_qa_drill_answers_each_persons_last_move():
             assert answer.rstrip(".").endswith(f"the {place}") or answer == f"The {place}."
             asked.append(name)
         assert len(asked) == len(set(asked)) >= 2
+
+
+def test_needle_example_speaks_the_models_wording():
+    """The main model was trained on "The code of the <key> is ..." facts: a needle for it must
+    state and ask the fact that way, with the code's tokens found in the document."""
+    import random
+
+    import minidecode
+    from minidecode.tinyworld.needles import needle_example
+
+    tokenizer = minidecode.load("tiny-target")[1]
+    for style, question in (("has_code", "What code does the"), ("code_of", "What is the code of")):
+        ex = needle_example(tokenizer, 300, 0.5, random.Random(1), style=style)
+        assert question in tokenizer.decode(ex.question_ids)
+        assert tokenizer.decode([ex.document_ids[i] for i in ex.code_positions]).strip() == ex.code
+        if style == "code_of":
+            assert f"is {ex.code}." in tokenizer.decode(ex.document_ids)

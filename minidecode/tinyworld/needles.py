@@ -20,10 +20,11 @@ class Needle:
     code_positions: list[int]  # where the code's tokens sit in document_ids
 
 
-def needle_example(tokenizer, n_tokens: int, depth: float, rng, keys: list[str] | None = None
-                   ) -> Needle:
+def needle_example(tokenizer, n_tokens: int, depth: float, rng, keys: list[str] | None = None,
+                   style: str = "has_code") -> Needle:
     """A TinyWorld retrieval document of about ``n_tokens`` tokens with one fact (the needle) at
-    ``depth`` in [0, 1] of the filler, and its question "Q: What code does the <key> have?".
+    ``depth`` in [0, 1] of the filler, and its question "Q: What code does the <key> have?"
+    (``style="code_of"``: "Q: What is the code of the <key>?", the main model's wording).
 
     The number of filler sentences is corrected twice from the measured token count, so lengths
     land within a few percent of ``n_tokens``.
@@ -37,7 +38,7 @@ def needle_example(tokenizer, n_tokens: int, depth: float, rng, keys: list[str] 
     for _ in range(3):  # two corrections of the filler count land within a few percent
         rng.setstate(state)
         doc = retrieval(rng, n_filler=n_filler, n_facts=1, needle_depth=depth, n_questions=1,
-                           keys=keys)
+                        keys=keys, style=style)
         prompt = doc.truth["prompt"]
         ids = encode_prompt(tokenizer, prompt)
         n_filler = max(1, round(n_filler * n_tokens / len(ids)))
