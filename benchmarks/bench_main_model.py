@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import platform
 import random
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 from minidecode import tinyworld as tw
+from minidecode.course.capstone import wilson_interval
 from minidecode.tinyworld.evaluate import (
     HELD_OUT_SEED,
     arithmetic_table,
@@ -45,14 +45,9 @@ SECTION = "## The main model against its bars"
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "main_model_bars.json"
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """Wilson score interval (Wilson 1927); (0, 1) when there are no cases."""
+    return (0.0, 1.0) if n == 0 else wilson_interval(successes, n)
 
 
 # ----------------------------------------------------------------------------- composed cases

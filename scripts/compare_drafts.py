@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import sys
 from pathlib import Path
 
 import torch
 
 import minidecode
+from minidecode.course.capstone import wilson_interval
 from minidecode.speculative import ModelDrafter, speculative_generate
 from minidecode.tinyworld.evaluate import agreement, encode_prompt, held_out_docs
 
@@ -30,11 +30,9 @@ SECTION = "## The main model's draft: trained on the corpus, or distilled"
 FAMILIES = ("stories", "structured")
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson score interval (Wilson 1927)."""
+    return wilson_interval(k, n)
 
 
 def acceptance(target, draft, tokenizer, family: str, n_prompts: int, gamma: int,
