@@ -7,9 +7,8 @@ interfaces (a model maps token ids plus a cache to logits; see :mod:`minidecode.
                task="story", stop_ids=frozenset(), generator=None) -> list[int]:
         ...
 
-- ``model``: the main model (``minidecode.load("tiny-target")``'s Transformer); ``draft``: a
-  smaller model with the same tokenizer (``"tiny-draft"``), to use for speculative decoding, or
-  None;
+- ``model``: the main model (``minidecode.load("main")``'s Transformer); ``draft``: a smaller
+  model with the same tokenizer (``"main-draft"``), to use for speculative decoding, or None;
 - ``prompt_ids``: ``(1, prompt)`` long, starting with ``<|endoftext|>`` as every TinyWorld
   document does;
 - ``max_new_tokens``: an upper bound; ``stop_ids``: tokens that end the answer (return the ids up
@@ -27,8 +26,9 @@ It returns the new token ids (a list of ints, or a 1-d or ``(1, new)`` long tens
 
 **The held-out prompts** (:func:`held_out_prompts`) are drawn from TinyWorld's generators with a
 seed the training never used (``HELD_OUT_SEED + 500``): story openings, 1-3 step word problems
-with the trigger phrase, and one-fact retrieval documents of 170-230 tokens, longer than the
-default budget of 128 entries.
+with the trigger phrase, and one-fact retrieval documents of 120-175 tokens worded as the main
+model was trained ("The code of the white vault is 2786."), nearly all longer than the default
+budget of 128 entries (30 of the 32 of a full run).
 
 **What is measured** (:func:`score_stack`), for the stack and, side by side in the same run, for
 the plain greedy stack (:func:`greedy_decode`) on the same prompts:
@@ -155,7 +155,7 @@ def _draw(task: str, rng: random.Random) -> tuple[str, str | None]:
         problem = tw.arithmetic_problem(rng)
         return tw.arithmetic_prompt(problem, trigger=True), str(problem.answer)
     doc = tw.retrieval(rng, n_filler=rng.randint(12, 16), n_facts=1, n_questions=1,
-                       keys=tw.HELD_OUT_KEYS)
+                       keys=tw.HELD_OUT_KEYS, style="code_of")
     return doc.truth["prompt"], doc.truth["code"]
 
 
@@ -487,8 +487,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def score_stack(decode: Callable[..., Any], *, model: Any = "tiny-target",
-                draft: Any = "tiny-draft", tokenizer: Any = None,
+def score_stack(decode: Callable[..., Any], *, model: Any = "main",
+                draft: Any = "main-draft", tokenizer: Any = None,
                 kv_budget: int | None = KV_BUDGET, n_per_task: int | None = None,
                 full: bool = False, tasks: Sequence[str] = TASKS, seed: int = 0,
                 progress: bool = False) -> CapstoneReport:
