@@ -3,7 +3,10 @@ copy of itself whose output projections (attention ``o_proj`` and MLP ``down_pro
 zero, so the copy adds nothing to the residual stream until training moves it (function-
 preserving growth, as in Net2Net: Chen, Goodfellow, Shlens 2016, arXiv:1511.05641).
 
-    python scripts/grow_model.py minidecode/models/tiny-retriever runs/grown --factor 2
+    python scripts/grow_model.py minidecode/models/main runs/grown --factor 2
+
+(The shipped main model began this way: an earlier 4-layer course model, tiny-retriever, grown
+to 8 layers, then trained further; see its model card.)
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def exact_drill(rng: random.Random) -> tw.Doc:
 
 
 def load(run: Path | None, fresh: str | None):
-    tok_dir = run or Path("minidecode/models/tiny-target")
+    tok_dir = run or Path("minidecode/models/main")
     tok = T.load_or_train_tokenizer(tok_dir / "tokenizer.json")
     cfg = T.PRESETS[fresh or "main"]
     model = Transformer(T.model_config(cfg, tok.get_vocab_size(), tok.token_to_id(tw.EOS)))

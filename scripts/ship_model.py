@@ -1,8 +1,8 @@
 """Turn a training run into a shipped model: HF-format directory, evaluation and model card.
 
-    python scripts/ship_model.py --run /path/to/runs/draft --name tiny-draft \
-        --command "python -m minidecode.tinyworld.train --preset draft --out runs/draft" \
-        --hardware "2-core CPU (1 thread), no GPU" [--target tiny-target]
+    python scripts/ship_model.py --run /path/to/runs/draft1 --name main-draft \
+        --command "python -m minidecode.tinyworld.train --preset draft1 --out runs/draft1" \
+        --hardware "2-core CPU (1 thread), no GPU" [--target main]
 
 Writes ``minidecode/models/<name>/`` with config.json, model.safetensors, tokenizer files,
 ``metrics.csv`` (the run's learning curves), ``learning_curves.png``, ``eval.json`` and a

@@ -15,8 +15,8 @@ MODELS = Path(minidecode.__file__).parent / "models"
 SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
 
 
-def test_the_target_the_draft_and_the_retriever_are_shipped():
-    assert {"main", "main-draft", "tiny-target", "tiny-draft", "tiny-retriever"} <= set(SHIPPED)
+def test_the_main_model_and_its_draft_are_shipped():
+    assert {"main", "main-draft"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -47,14 +47,15 @@ def test_shipped_model_has_learned_tinyworld(name):
     assert ppl < 5.0, ppl
 
 
-def test_the_target_thinks_step_by_step():
+def test_the_main_model_thinks_step_by_step():
     """The chain-of-thought effect the chapters need: the trigger beats a direct greedy answer.
 
-    Held-out two-step problems; the shipped target's card reports 0.96 vs 0.20 on 50.
+    Held-out two-step problems; the main model's card reports 1.00 vs 0.28 on 50 (here 12 of 12
+    vs 3 of 12).
     """
     from minidecode.tinyworld.evaluate import complete
 
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     rng = __import__("random").Random(7)
     problems = [tw.arithmetic_problem(rng, n_steps=2) for _ in range(12)]
 
@@ -66,31 +67,34 @@ def test_the_target_thinks_step_by_step():
     assert accuracy(trigger=True) >= accuracy(trigger=False) + 0.4
 
 
-def test_the_retriever_finds_a_lone_fact_that_the_target_cannot():
+def test_the_main_model_finds_a_lone_fact_that_its_draft_cannot():
     """What chapters 8 and 9 need: the answer depends on a token far back in the context.
 
-    Held-out keys, one fact among filler, within the trained context; the retriever's card
-    reports 1.00 on 50 such documents, the target's 0.
+    Held-out keys, one fact among filler, within the trained context, the main model's "code_of"
+    wording; the main model's card reports 1.00 on such documents (here 10 of 10). The one-layer
+    draft finds none (0 of 10): it cannot form an induction head, which needs two attention
+    layers, one to note each token's predecessor and one to find the match (Olsson et al. 2022).
     """
     from minidecode.tinyworld.evaluate import complete
 
     rng = __import__("random").Random(11)
     docs = [tw.retrieval(rng, n_filler=30, n_facts=1, needle_depth=rng.random(),
-                         keys=tw.HELD_OUT_KEYS) for _ in range(10)]
+                         keys=tw.HELD_OUT_KEYS, style="code_of") for _ in range(10)]
 
     def accuracy(name: str) -> float:
         model, tokenizer = minidecode.load(name)
         answers = complete(model, tokenizer, [d.truth["prompt"] for d in docs], 3)
         return sum(a.strip().startswith(d.truth["code"]) for a, d in zip(answers, docs)) / 10
 
-    assert accuracy("tiny-retriever") >= 0.9
-    assert accuracy("tiny-target") <= 0.2
+    assert accuracy("main") >= 0.9
+    assert accuracy("main-draft") <= 0.2
 
 
-def test_the_main_model_answers_where_is_x_and_the_target_cannot():
+def test_the_main_model_answers_where_is_x_and_its_draft_cannot():
     """What chapter 6's short answers need: the person's last stated move, held-out stories.
 
-    The main model's card and RESULTS.md report its accuracy on 200 such questions."""
+    The main model's card and RESULTS.md report its accuracy on 200 such questions (here 16 of
+    16); the one-layer draft answers 2 of 16."""
     from minidecode.tinyworld.evaluate import complete
 
     rng = __import__("random").Random(21)
@@ -102,12 +106,12 @@ def test_the_main_model_answers_where_is_x_and_the_target_cannot():
         return sum(d.truth["place"] in a.split("\n")[0] for a, d in zip(answers, docs)) / 16
 
     assert accuracy("main") >= 0.75
-    assert accuracy("tiny-target") <= 0.35
+    assert accuracy("main-draft") <= 0.35
 
 
 def test_the_main_model_finds_a_code_among_distractors():
-    """Four facts of the same shape, held-out keys, the main model's "code_of" wording; the
-    retriever (trained on lone facts) is the baseline that fails here."""
+    """Four facts of the same shape, held-out keys, the main model's "code_of" wording: the
+    lookup must pick the asked key's fact, not the nearest code."""
     from minidecode.tinyworld.evaluate import complete
 
     rng = __import__("random").Random(23)

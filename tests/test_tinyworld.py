@@ -144,7 +144,7 @@ def test_tokenizer_makes_numbers_0_to_99_single_tokens():
 
     import minidecode
 
-    path = Path(minidecode.__file__).parent / "models" / "tiny-target" / "tokenizer.json"
+    path = Path(minidecode.__file__).parent / "models" / "main" / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(path))
     for n in range(100):
         assert len(tokenizer.encode(f" has {n}.").ids) == 3, n
@@ -214,7 +214,7 @@ def test_needle_example_speaks_the_models_wording():
     import minidecode
     from minidecode.tinyworld.needles import needle_example
 
-    tokenizer = minidecode.load("tiny-target")[1]
+    tokenizer = minidecode.load("main")[1]
     for style, question in (("has_code", "What code does the"), ("code_of", "What is the code of")):
         ex = needle_example(tokenizer, 300, 0.5, random.Random(1), style=style)
         assert question in tokenizer.decode(ex.question_ids)

@@ -1,6 +1,6 @@
 """Measure the shipped TinyWorld models on a held-out split (a seed training never used).
 
-    python -m minidecode.tinyworld.evaluate --target tiny-target --draft tiny-draft \
+    python -m minidecode.tinyworld.evaluate --target main --draft main-draft \
         --out results.json
 
 Reports, as the TinyWorld issue asks:
@@ -243,8 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minidecode.tinyworld.evaluate",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default="tiny-target")
-    parser.add_argument("--draft", default="tiny-draft")
+    parser.add_argument("--target", default="main")
+    parser.add_argument("--draft", default="main-draft")
+    parser.add_argument("--style", default="code_of", choices=tw.FACT_STYLES,
+                        help="the retrieval facts' wording the target was trained on")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--n-retrieval", type=int, default=20, help="documents per grid cell")
     parser.add_argument("--n-arith", type=int, default=50, help="problems per step count")
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     if draft is not None:
         draft.to(device).eval()
     result = evaluate(target, tokenizer, draft, args.n_retrieval, args.n_arith, args.n_docs,
-                      args.n_by_facts)
+                      args.n_by_facts, style=args.style)
     result["summary"] = summary(result)
     text = json.dumps(result, indent=1)
     if args.out:
