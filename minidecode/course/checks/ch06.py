@@ -141,12 +141,12 @@ def semantic_entropy_from_samples(question: str, texts: list[str], log_probs: to
 
 @functools.lru_cache(maxsize=1)
 def _sampled() -> list[tuple[str, Any]]:
-    """10 answers, sampled by tiny-target at temperature 1 (seed 0), to three held-out
+    """10 answers, sampled by main at temperature 1 (seed 0), to three held-out
     "Where is X?" questions."""
     import minidecode
     from minidecode.tinyworld.corpus import encode_prompt
 
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     model.eval()
     out = []
     for question in held_out_questions(3, 0):
@@ -174,7 +174,7 @@ def _sample_cases(draw: st.DrawFn) -> Case:
 @exercise("06.4", reference=semantic_entropy_from_samples, returns=dict,
           strategy=_sample_cases(), max_examples=25, points=2)
 def semantic_entropy_from_samples_cases() -> Iterator[Case]:
-    """Hand-sized samples, real samples of tiny-target with two clusterers, with and without
+    """Hand-sized samples, real samples of main with two clusterers, with and without
     length normalisation, and too few samples."""
     texts = ["In the park.", "The park.", "In the kitchen."]
     log_probs = torch.tensor([[-0.1, -0.2, -0.3], [-0.5, -0.5, 0.0], [-2.0, -1.0, -1.0]],
@@ -195,12 +195,12 @@ def semantic_entropy_from_samples_cases() -> Iterator[Case]:
 
 
 def _clusters_at(temperature: float) -> int:
-    """How many places (clusters of the parsed clusterer) tiny-target's 10 answers to held-out
+    """How many places (clusters of the parsed clusterer) main's 10 answers to held-out
     question 0 name at ``temperature`` (seed 0, 16 tokens)."""
     import minidecode
     from minidecode.tinyworld.corpus import encode_prompt
 
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     model.eval()
     question = held_out_questions(1, 0)[0]
     samples = sample_answers(model, tokenizer, encode_prompt(tokenizer, question.prompt), n=10,
