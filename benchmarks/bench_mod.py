@@ -1,7 +1,7 @@
 """MOD over two conditionings of one model: a weight sweep, two objectives (chapter 05).
 
 MOD (Shi, Chen, Hu, Liu, Hajishirzi, Smith & Du 2024, arXiv:2406.18853) decodes from
-``(1 - w) log p(. | A) + w log p(. | B)``. Here both terms come from ``tiny-target``:
+``(1 - w) log p(. | A) + w log p(. | B)``. Here both terms come from ``main``:
 
 - conditioning A, the *storyteller*: a TinyWorld story opening (``story_prompts``);
 - conditioning B, the *reporter*: the context of a TinyWorld question-answering document
@@ -131,7 +131,7 @@ def aggregate(texts: list[dict]) -> dict:
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     model.eval()
     eos = tokenizer.token_to_id(tinyworld.EOS)
     prompts = story_prompts(args.prompts, seed=args.seed)
@@ -167,7 +167,7 @@ def run(args) -> dict:
         "command": " ".join(["python benchmarks/bench_mod.py", *sys.argv[1:]]),
         "machine": "2-core CPU, no GPU, shared with other jobs",
         "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-        "model": "tiny-target", "n_prompts": len(prompts), "per_prompt": args.per_prompt,
+        "model": "main", "n_prompts": len(prompts), "per_prompt": args.per_prompt,
         "new_tokens": args.new_tokens, "temperature": 1.0,
         "bootstrap": "percentile, 1000 resamples of the prompts, seed 0; [estimate, low, high]",
         "conditioning_a": "the story opening (story_prompts)",

@@ -39,8 +39,8 @@ _points = st.integers(1, 3).flatmap(lambda m: st.lists(
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    target, tokenizer = minidecode.load("tiny-target")
-    draft, _ = minidecode.load("tiny-draft")
+    target, tokenizer = minidecode.load("main")
+    draft, _ = minidecode.load("main-draft")
     return target.eval(), draft.eval(), tokenizer
 
 
