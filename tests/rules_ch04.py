@@ -106,8 +106,8 @@ def trigger_phrase_dropped(model, tokenizer, prompt_ids, every, max_new_tokens):
 
 
 # ----------------------------------------------------------------------------------- 04.5
-def answer_04_5_right_answer():
-    return "a"
+def answer_04_5_follows_max_delta():  # takes aggregation to follow max Delta's wrong answer
+    return "b"
 
 
 RULES = [
@@ -117,5 +117,5 @@ RULES = [
     ("04.3", "cot_decode_max", cot_rows_off_by_one),
     ("04.4", "trigger_greedy", trigger_greedy),
     ("04.4", "trigger_greedy", trigger_phrase_dropped),
-    ("04.5", "answer_04_5", answer_04_5_right_answer),
+    ("04.5", "answer_04_5", answer_04_5_follows_max_delta),
 ]
