@@ -33,7 +33,16 @@ from results_md import replace_section  # benchmarks/results_md.py, beside this 
 
 import minidecode
 from minidecode import tinyworld as tw
-from minidecode.cache_policies import H2O, TOVA, InfiniPot, SirLLM, SnapKV, StreamingLLM
+from minidecode.cache_policies import (
+    H2O,
+    TOVA,
+    InfiniPot,
+    QuestionProbe,
+    SirLLM,
+    SnapKV,
+    StreamingLLM,
+)
+from minidecode.course.capstone import wilson_interval
 from minidecode.infinipot import (
     answer_after_reading,
     extend_positions,
@@ -46,11 +55,30 @@ from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 
 HERE = Path(__file__).parent
 SECTION = "## KV-cache compression: InfiniPot and baselines"
-GENERIC_CATALYST = "\nQ: What code does the"
+# A generic catalyst: the task's question without its key, in the wording the model was trained on
+# (never the document's own question). ``--question-known`` gives every policy the real question.
+GENERIC_CATALYSTS = {"has_code": "\nQ: What code does the",
+                     "code_of": "\nQ: What is the code of the"}
 
 
-def policies(catalyst_ids: list[int]) -> dict[str, tuple[object, bool]]:
-    """name -> (policy or None for the full cache, CR-RoPE on?)."""
+def policies(catalyst_ids: list[int], question_ids: list[int] | None = None
+             ) -> dict[str, tuple[object, bool]]:
+    """name -> (policy or None for the full cache, CR-RoPE on?).
+
+    question_ids: the "question known" setting: the policies that score by attention read the
+    question before every compression (``QuestionProbe``), InfiniPot's catalyst is the question;
+    StreamingLLM and SirLLM cannot use it and are unchanged.
+    """
+    if question_ids is not None:
+        return {
+            "StreamingLLM": (StreamingLLM(), True),
+            "H2O": (QuestionProbe(H2O(), question_ids), True),
+            "TOVA": (QuestionProbe(TOVA(), question_ids), True),
+            "SnapKV": (QuestionProbe(SnapKV(), question_ids), True),
+            "SirLLM": (SirLLM(), True),
+            "InfiniPot": (InfiniPot(catalyst_ids=question_ids), True),
+            "InfiniPot, NuC only": (InfiniPot(catalyst_ids=question_ids, use_cap=False), True),
+        }
     return {
         "full cache": (None, False),
         "StreamingLLM": (StreamingLLM(), True),
@@ -71,9 +99,10 @@ def machine() -> str:
 
 
 def speed(args, model, tokenizer) -> dict:
-    needle = needle_example(tokenizer, args.length, 0.5, random.Random(HELD_OUT_SEED))
+    needle = needle_example(tokenizer, args.length, 0.5, random.Random(HELD_OUT_SEED),
+                            style=args.style)
     ids = torch.tensor([needle.document_ids])
-    catalyst = tokenizer.encode(GENERIC_CATALYST).ids
+    catalyst = tokenizer.encode(GENERIC_CATALYSTS[args.style]).ids
     long_model = extend_positions(model, args.length + 64)
     table = {name: {"seconds": 0.0} for name in policies(catalyst)}
     for _ in range(args.repeats):
@@ -104,25 +133,31 @@ def needle(args, model, tokenizer) -> dict:
     jobs = [(n, d) for n in args.lengths for d in args.depths]
     for n_tokens, depth in tqdm(jobs, desc="cells"):
         examples = [needle_example(tokenizer, n_tokens, depth, rng, keys=tw.HELD_OUT_KEYS
-                                   if args.held_out_keys else None, style=args.style)
+                                   if args.held_out_keys else None, style=args.style,
+                                   n_facts=rng.choice(args.n_facts))
                     for _ in range(args.n)]
-        for name in args.policies or policies([0]):
+        for name in args.policies or policies([0], [0] if args.question_known else None):
             hits, kept = 0, 0.0
             for ex in examples:
                 catalyst = ex.question_ids if args.question_catalyst else \
-                    tokenizer.encode(GENERIC_CATALYST).ids
-                policy, reset = policies(catalyst)[name]
+                    tokenizer.encode(GENERIC_CATALYSTS[args.style]).ids
+                question = ex.question_ids if args.question_known else None
+                policy, reset = policies(catalyst, question)[name]
                 reader = long_model if (policy is None or not reset) else model
                 generated, result = answer_after_reading(
                     reader, ex.document_ids, ex.question_ids, policy, max_new_tokens=3,
                     pot_size=args.pot, keep_size=args.keep, chunk_size=args.chunk, reset=reset)
                 hits += needle_found(tokenizer, generated, ex.code)
                 kept += needle_kept(result.cache, ex.code_positions)
+            low, high = wilson_interval(hits, args.n)
             cells.append({"policy": name, "length": n_tokens, "depth": depth, "n": args.n,
-                          "accuracy": hits / args.n, "kept": kept / args.n})
+                          "hits": hits, "accuracy": hits / args.n, "interval": [low, high],
+                          "kept": kept / args.n})
             print(f"{name:24s} len {n_tokens:6d} depth {depth:.2f}: answer {hits / args.n:.2f}, "
                   f"needle kept {kept / args.n:.2f}", flush=True)
-    return {"model": args.model, "policies": list(args.policies or policies([0])),
+    return {"model": args.model,
+            "policies": list(args.policies or policies([0], [0] if args.question_known else None)),
+            "n_facts": args.n_facts, "question_known": args.question_known, "style": args.style,
             "lengths": args.lengths, "depths": args.depths, "pot": args.pot, "keep": args.keep,
             "chunk": args.chunk,
             "question_catalyst": args.question_catalyst, "held_out_keys": args.held_out_keys,
@@ -211,8 +246,9 @@ def merge(paths: list[Path]) -> dict:
     keys = {(c["policy"], c["length"], c["depth"]) for c in result["cells"]}
     result["cells"] = list(result["cells"])
     for part in parts[1:]:
-        for key in ("pot", "keep", "chunk", "question_catalyst", "held_out_keys", "model"):
-            if part[key] != result[key]:
+        for key in ("pot", "keep", "chunk", "question_catalyst", "held_out_keys", "model",
+                    "n_facts", "question_known"):
+            if part.get(key) != result.get(key):
                 raise ValueError(f"cannot merge {key}={part[key]!r} with {result[key]!r}")
         for cell in part["cells"]:
             key = (cell["policy"], cell["length"], cell["depth"])
@@ -223,7 +259,7 @@ def merge(paths: list[Path]) -> dict:
                                                    if p not in result["policies"]]
         result["lengths"] = sorted(set(result["lengths"]) | set(part["lengths"]))
         result["command"] += " ; " + part["command"]
-    order = list(policies([0]))
+    order = list(policies([0], [0] if result.get("question_known") else None))
     result["policies"] = sorted(result["policies"], key=order.index)
     return result
 
@@ -232,7 +268,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "needle"), required=True)
-    parser.add_argument("--model", default="tiny-retriever")
+    parser.add_argument("--model", default="main")
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
@@ -245,7 +281,11 @@ def main() -> None:
     parser.add_argument("--question-catalyst", action="store_true",
                         help="InfiniPot's catalyst is the actual question (else a generic prompt)")
     parser.add_argument("--held-out-keys", action="store_true")
-    parser.add_argument("--style", choices=tw.FACT_STYLES, default="has_code",
+    parser.add_argument("--n-facts", type=int, nargs="+", default=[1],
+                        help="facts a document (the needle + distractors), drawn from this list")
+    parser.add_argument("--question-known", action="store_true",
+                        help="every policy that can use the question gets it (QuestionProbe)")
+    parser.add_argument("--style", choices=tw.FACT_STYLES, default="code_of",
                         help="the facts' wording: the one the model was trained on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write-results", action="store_true")

@@ -1,6 +1,6 @@
 """minidecode: a small, readable course package on how language models decode.
 
-    model, tokenizer = minidecode.load("tiny-target")   # a shipped model, by name or path
+    model, tokenizer = minidecode.load("main")   # a shipped model, by name or path
 """
 
 __version__ = "0.1.0"
@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 def load(name_or_path, **kwargs):
     """Load a shipped model ("main" and its one-layer draft "main-draft"; the earlier
-    "tiny-target", "tiny-draft", "tiny-retriever") or a checkpoint directory.
+    names "tiny-target", "tiny-retriever" and "tiny-draft" are aliases of these) or a checkpoint
+    directory.
 
     Returns ``(Transformer, tokenizers.Tokenizer)``; see ``minidecode.checkpoint.load``.
     """

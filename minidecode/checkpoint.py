@@ -301,16 +301,26 @@ def available_models() -> list[str]:
     return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
 
 
+# Names of earlier shipped models, kept so that old code still loads something sensible: the
+# course's two four-layer models became the eight-layer "main", their draft "main-draft".
+ALIASES = {"tiny-target": "main", "tiny-retriever": "main", "tiny-draft": "main-draft"}
+
+
 def load(name_or_path: str | Path, dtype: torch.dtype = torch.float32,
          device: str | torch.device = "cpu"):
-    """Load a shipped model by name ("tiny-target") or any checkpoint directory by path.
+    """Load a shipped model by name ("main", "main-draft") or any checkpoint directory by path.
 
-    Returns (Transformer, tokenizers.Tokenizer | None), as ``load_pretrained``.
+    The earlier names "tiny-target" / "tiny-retriever" load "main" and "tiny-draft" loads
+    "main-draft" (``ALIASES``). Returns (Transformer, tokenizers.Tokenizer | None), as
+    ``load_pretrained``.
     """
     path = Path(name_or_path)
     if (path / "config.json").is_file():
         return load_pretrained(path, dtype=dtype, device=device)
-    shipped = MODELS_DIR / str(name_or_path)
+    name = str(name_or_path)
+    shipped = MODELS_DIR / name
+    if not (shipped / "config.json").is_file() and name in ALIASES:
+        shipped = MODELS_DIR / ALIASES[name]
     if (shipped / "config.json").is_file():
         return load_pretrained(shipped, dtype=dtype, device=device)
     raise ValueError(f"name_or_path={str(name_or_path)!r} is neither a checkpoint directory nor a "

@@ -233,6 +233,60 @@ def test_infinipot_alpha_splits_the_budget_between_nuc_and_cap():
         assert top_nuc <= kept and len(kept) == 20
 
 
+def test_infinipot_with_sinks_and_a_recent_window_fills_the_rest_with_its_own_rule():
+    ids = tokens(45)
+    policy = InfiniPot(catalyst_ids=CATALYST, use_cap=False, n_sinks=2, n_recent=6)
+    result = read_document(MODEL, ids, policy, pot_size=44, keep_size=20, chunk_size=10)
+    nll = nuc_of(ids)[0]
+    # one distillation, before reading tokens 40-44: sinks 0-1, recent 34-39, then the 12 most
+    # novel of tokens 2-33 (NuC only), then tokens 40-44 read after it
+    top_nuc = set((nll[2:34].topk(12).indices + 2).tolist())
+    for layer in range(MODEL.config.num_hidden_layers):
+        for head in range(2):
+            kept = set(result.cache.token_index[layer][0, head].tolist())
+            assert {0, 1} | set(range(34, 45)) <= kept
+            assert kept - {0, 1} - set(range(34, 45)) == top_nuc
+    plain = read_document(MODEL, ids, InfiniPot(catalyst_ids=CATALYST, use_cap=False),
+                          pot_size=44, keep_size=20, chunk_size=10)
+    assert not set(range(34, 40)) <= set(plain.cache.token_index[0][0, 0].tolist())
+
+
+@pytest.mark.parametrize("name, value", [("n_sinks", -1), ("n_recent", 2.5)])
+def test_infinipot_refuses_a_bad_window(name, value):
+    with pytest.raises(ValueError, match=name):
+        InfiniPot(catalyst_ids=CATALYST, **{name: value})
+
+
+def test_question_probe_hands_the_policy_the_questions_attention_and_leaves_no_trace():
+    from minidecode.cache_policies import QuestionProbe
+
+    ids, question = tokens(40), [11, 12, 13, 14]
+    cache = MODEL.new_cache()
+    MODEL(ids, cache=cache)
+    reference = cache.clone()
+    out = MODEL(torch.tensor([question]), cache=reference, output_attentions=True)
+    probe = QuestionProbe(TOVA(), question)
+    probe.prepare(MODEL, cache, 10, Observation(token_nll=torch.zeros(1, 40)))
+    assert cache.length == 40 and cache.seen_tokens == 40 and cache.next_position == 40
+    for layer in range(MODEL.config.num_hidden_layers):
+        expected = out.attentions[layer][:, :, -1, :40].mean(dim=1, keepdim=True).expand(1, 2, 40)
+        torch.testing.assert_close(probe.score(MODEL, cache, layer, Observation()), expected)
+    assert probe.reserve == 4 and probe.name == "TOVA + question"
+    # the reader leaves room for the probe: the pot is never exceeded, the probe included
+    result = read_document(MODEL, tokens(120), QuestionProbe(SnapKV(window=4, kernel=3), question),
+                           pot_size=40, keep_size=20, chunk_size=8)
+    assert result.peak_entries <= 40 and result.distillations > 0
+
+
+def test_question_probe_refuses_a_policy_without_attention_and_an_empty_question():
+    from minidecode.cache_policies import QuestionProbe
+
+    with pytest.raises(ValueError, match="policy"):
+        QuestionProbe(StreamingLLM(), [1, 2])
+    with pytest.raises(ValueError, match="question_ids"):
+        QuestionProbe(TOVA(), [])
+
+
 def test_answer_after_reading_generates_from_the_compressed_cache():
     ids = tokens(150)[0].tolist()
     generated, result = answer_after_reading(MODEL, ids[:140], ids[140:], StreamingLLM(),
@@ -393,3 +447,20 @@ def _order_instead_of_rank(token_index):                 # argsort once: an orde
 def test_chapter_09_checks_fail_on_the_stub_and_on_a_typical_mistake(exercise_id, name, wrong,
                                                                      check_rejects):
     check_rejects(exercise_id, name, wrong)
+
+
+def test_needle_documents_with_distractors_point_at_the_needles_code():
+    import random
+
+    import minidecode
+    from minidecode.infinipot import needle_example
+
+    tokenizer = minidecode.load("main")[1]
+    ex = needle_example(tokenizer, 300, 0.5, random.Random(3), style="code_of", n_facts=3)
+    text = tokenizer.decode(ex.document_ids)
+    assert text.count("The code of the") == 3
+    assert tokenizer.decode([ex.document_ids[i] for i in ex.code_positions]).strip() == ex.code
+    key = tokenizer.decode(ex.question_ids).split("code of the ")[1].split("?")[0]
+    assert f"The code of the {key} is {ex.code}." in text
+    with pytest.raises(ValueError, match="n_facts"):
+        needle_example(tokenizer, 300, 0.5, random.Random(3), n_facts=0)

@@ -8,7 +8,9 @@ One policy a file, each a small class whose ``score`` rates every cached entry (
 - :class:`SnapKV`: an observation window of the last queries votes, pooled (Li et al. 2024);
 - :class:`SirLLM`: token negative log-likelihood ("token entropy") + sinks (Yao et al. 2024);
 - :class:`InfiniPot`: catalyst-prompt attention (CaP) + novelty under compression (NuC)
-  (Kim et al. 2024).
+  (Kim et al. 2024);
+- :class:`QuestionProbe`: any attention-scoring policy above, handed the question before it
+  compresses (the "question known" comparison).
 
 The reader that streams a long document through a policy is :mod:`minidecode.infinipot`.
 """
@@ -16,10 +18,11 @@ The reader that streams a long document through a policy is :mod:`minidecode.inf
 from minidecode.cache_policies.base import CachePolicy, Observation, top_entries
 from minidecode.cache_policies.cap_nuc import InfiniPot
 from minidecode.cache_policies.h2o import H2O
+from minidecode.cache_policies.question_probe import QuestionProbe
 from minidecode.cache_policies.sirllm import SirLLM
 from minidecode.cache_policies.snapkv import SnapKV
 from minidecode.cache_policies.streaming_llm import StreamingLLM
 from minidecode.cache_policies.tova import TOVA
 
-__all__ = ["H2O", "TOVA", "CachePolicy", "InfiniPot", "Observation", "SirLLM", "SnapKV",
-           "StreamingLLM", "top_entries"]
+__all__ = ["H2O", "TOVA", "CachePolicy", "InfiniPot", "Observation", "QuestionProbe", "SirLLM",
+           "SnapKV", "StreamingLLM", "top_entries"]

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from minidecode.cache import KVCache
-from minidecode.cache_policies.base import CachePolicy, Observation, per_kv_head
+from minidecode.cache_policies.base import CachePolicy, Observation, per_kv_head, recent_and_sinks
 
 
 def novelty_scores(logits: Tensor, input_ids: Tensor) -> Tensor:
@@ -77,7 +77,12 @@ def infinipot_keep(nuc: Tensor, cap: Tensor, keep: int, alpha: float) -> Tensor:
 @dataclass
 class InfiniPot(CachePolicy):
     """catalyst_ids: the catalyst prompt's token ids (1-d, non-empty) when ``use_cap``;
-    alpha: share of the budget chosen by NuC, in [0, 1] (0 = CaP only, 1 = NuC only).
+    alpha: share of the budget chosen by NuC, in [0, 1] (0 = CaP only, 1 = NuC only);
+    n_sinks, n_recent: the first and the newest tokens, always kept (default 0, 0: the paper's
+    rule alone). The other policies of the course all keep such tokens; with them InfiniPot's
+    rule chooses the rest of the budget. Without a recent window the next chunk starts reading
+    with the end of the last sentence dropped: its first tokens get nonsense predictions (NLL
+    of 10-20 nats for "was" after "The day"), and NuC then keeps exactly those tokens.
 
     ``use_cap=False`` is ``alpha = 1`` without the catalyst pass, ``use_nuc=False`` is
     ``alpha = 0``. The keep set is :func:`infinipot_keep` itself; ``score`` marks it (1 = kept,
@@ -88,6 +93,8 @@ class InfiniPot(CachePolicy):
     alpha: float = 0.5
     use_cap: bool = True
     use_nuc: bool = True
+    n_sinks: int = 0
+    n_recent: int = 0
     name: str = "InfiniPot"
     _cap: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
     _keep: int = field(default=0, init=False, repr=False)
@@ -99,6 +106,10 @@ class InfiniPot(CachePolicy):
             raise ValueError("use_cap and use_nuc cannot both be False: nothing would score")
         if self.use_cap and len(self.catalyst_ids) == 0:
             raise ValueError("catalyst_ids must hold at least one token when use_cap=True")
+        for name in ("n_sinks", "n_recent"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
     @property
     def needs_attentions(self) -> bool:  # CaP reads attentions itself, from its own forward
@@ -139,10 +150,17 @@ class InfiniPot(CachePolicy):
         return nll.gather(-1, token_index)
 
     def score(self, model, cache: KVCache, layer: int, observation: Observation) -> Tensor:
-        """1 for the entries :func:`infinipot_keep` keeps (``keep`` from ``prepare``), else 0."""
+        """1 for the entries :func:`infinipot_keep` keeps (``keep`` from ``prepare``), else 0;
+        the sinks and the recent window (if any) get 2 and the rule fills the rest of the budget."""
         token_index = cache.token_index[layer]                           # (batch, kv, length)
         zeros = torch.zeros(token_index.shape, device=token_index.device)
         cap = self._cap[layer] if self.use_cap else zeros
         nuc = self.nuc(cache, layer, observation) if self.use_nuc else zeros
-        kept = infinipot_keep(nuc, cap, self._keep, self.nuc_share)      # (batch, kv, keep)
-        return zeros.scatter(-1, kept, 1.0)
+        always = recent_and_sinks(token_index, cache.seen_tokens, self.n_sinks, self.n_recent)
+        n_always = int(always.sum(dim=-1).max())
+        if n_always >= self._keep:          # the window alone fills the budget
+            return always.float()
+        cap = cap.masked_fill(always, float("-inf"))
+        nuc = nuc.masked_fill(always, float("-inf"))
+        kept = infinipot_keep(nuc, cap, self._keep - n_always, self.nuc_share)
+        return zeros.scatter(-1, kept, 1.0) + 2.0 * always.float()

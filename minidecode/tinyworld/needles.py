@@ -21,10 +21,13 @@ class Needle:
 
 
 def needle_example(tokenizer, n_tokens: int, depth: float, rng, keys: list[str] | None = None,
-                   style: str = "has_code") -> Needle:
+                   style: str = "has_code", n_facts: int = 1) -> Needle:
     """A TinyWorld retrieval document of about ``n_tokens`` tokens with one fact (the needle) at
     ``depth`` in [0, 1] of the filler, and its question "Q: What code does the <key> have?"
     (``style="code_of"``: "Q: What is the code of the <key>?", the main model's wording).
+
+    ``n_facts`` > 1 adds ``n_facts - 1`` distractor facts (other keys, no word in common with the
+    needle's, other codes) at random depths: the reader must keep the right one.
 
     The number of filler sentences is corrected twice from the measured token count, so lengths
     land within a few percent of ``n_tokens``.
@@ -33,11 +36,13 @@ def needle_example(tokenizer, n_tokens: int, depth: float, rng, keys: list[str] 
         raise ValueError(f"depth must be in [0, 1], got {depth!r}")
     if n_tokens < 64:
         raise ValueError(f"n_tokens must be >= 64, got {n_tokens!r}")
+    if not isinstance(n_facts, int) or not 1 <= n_facts <= 8:
+        raise ValueError(f"n_facts must be an int in [1, 8], got {n_facts!r}")
     state = rng.getstate()
     n_filler = max(1, n_tokens // 12)
     for _ in range(3):  # two corrections of the filler count land within a few percent
         rng.setstate(state)
-        doc = retrieval(rng, n_filler=n_filler, n_facts=1, needle_depth=depth, n_questions=1,
+        doc = retrieval(rng, n_filler=n_filler, n_facts=n_facts, needle_depth=depth, n_questions=1,
                         keys=keys, style=style)
         prompt = doc.truth["prompt"]
         ids = encode_prompt(tokenizer, prompt)

@@ -1,10 +1,16 @@
 """Train the course's TinyWorld models: tokenizer, data packing, training loop, checkpoints.
 
     python -m minidecode.tinyworld.train --preset quick  --out runs/quick   # minutes on a laptop
-    python -m minidecode.tinyworld.train --preset draft  --out runs/draft
     python -m minidecode.tinyworld.train --preset target --out runs/target  # a GPU helps
     python -m minidecode.tinyworld.train --preset retriever --out runs/retriever \
-        --init-from minidecode/models/tiny-target                     # teach it to look things up
+        --init-from runs/target/final                                   # teach it to look things up
+    python scripts/grow_model.py runs/retriever/final runs/grown        # 4 -> 8 layers
+    python -m minidecode.tinyworld.train --preset main --out runs/main --init-from runs/grown
+    python -m minidecode.tinyworld.train --preset draft1-distilled --out runs/draft \
+        --teacher main                                                  # the one-layer draft
+
+The shipped "main" and "main-draft" were made by this chain (their model cards give the steps,
+tokens and hours; benchmarks/RESULTS.md the learning curves).
 
 Each run writes ``metrics.csv`` (loss and task accuracies every ``eval_every`` steps), a resumable
 ``checkpoint/`` (weights, AdamW moments and the step, all in safetensors/JSON: nothing is
@@ -136,7 +142,7 @@ def copy_row(rng: random.Random, tokenizer, seq_len: int):
     The induction-head task ("find where the current token occurred before, predict what came
     next") in its purest form. In trial runs a small model learns it in ~2M tokens on
     its own, while needle retrieval inside the mixture did not form in 25M; a share of these rows
-    built the lookup circuit that retrieval then reuses (tiny-retriever's card).
+    built the lookup circuit that retrieval then reuses (RESULTS.md, "TinyWorld models").
     """
     eos = tokenizer.token_to_id(tw.EOS)
     newline = tokenizer.encode("\n").ids
@@ -300,7 +306,7 @@ PRESETS: dict[str, TrainConfig] = {
         eval_n=16, ckpt_every=100),
     # tiny-target trained further (run with --init-from its directory): 30% copy rows, 45%
     # retrieval rows with mostly one or two facts, 25% the usual families; constant lr after a
-    # short warm-up (min_lr_ratio 1). See minidecode/models/tiny-retriever/README.md.
+    # short warm-up (min_lr_ratio 1). The main model's card tells the story.
     "retriever": TrainConfig(
         model=dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                    num_attention_heads=8, num_key_value_heads=4),
@@ -646,7 +652,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, teacher=args.teacher)
     tok_path = args.tokenizer
     if tok_path is None:
-        shipped = Path(__file__).parents[1] / "models" / "tiny-target" / "tokenizer.json"
+        shipped = Path(__file__).parents[1] / "models" / "main" / "tokenizer.json"
         tok_path = shipped if shipped.exists() else args.out / "tokenizer.json"
     tokenizer = load_or_train_tokenizer(tok_path)
     if not (args.out / "tokenizer.json").exists():
