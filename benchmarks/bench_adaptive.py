@@ -13,8 +13,8 @@ adaptive decoding (Zhu et al. 2024, arXiv:2402.18223) and each temperature:
    paired difference adaptive - top-p with its interval (prompts resampled).
 
 ``--prompts`` TinyWorld story openings x ``--per-prompt`` samples of up to ``--new-tokens`` tokens
-from ``minidecode.load("tiny-target")``, stopping at ``<|endoftext|>``; the prompts and seeds of
-``bench_sampling.py``.
+from ``minidecode.load("main")``, stopping at ``<|endoftext|>``; the prompts and seeds of
+``bench_sampling.py`` (prompts of one token length form one batch, seed ``seed + length``).
 
     python benchmarks/bench_adaptive.py                   # print; write results/adaptive.json
     python benchmarks/bench_adaptive.py --write-results   # also update benchmarks/RESULTS.md
@@ -92,15 +92,27 @@ def match_top_p(logits: torch.Tensor, mean_size: float, iterations: int = 40) ->
 
 def sample_and_judge(model, tokenizer, prompts, per_prompt, new_tokens, seed, temperature,
                      processor, eos) -> dict:
-    """Samples of every prompt under one processor; per-prompt validity and distinct-2."""
-    validity, loops, distinct, groups = [], [], [], []
+    """Samples of every prompt under one processor; per-prompt validity and distinct-2.
+
+    Prompts of one token length run as one batch (seed ``seed + length``), as in
+    ``bench_sampling.py``; the recorder's ``prompt_length`` is set for each batch."""
+    by_length: dict[int, list[int]] = {}
     for index, prompt in enumerate(prompts):
-        ids = torch.tensor([encode_prompt(tokenizer, prompt)] * per_prompt)
-        processor.prompt_length = ids.shape[1]
+        by_length.setdefault(len(encode_prompt(tokenizer, prompt)), []).append(index)
+    samples_of: dict[int, list[list[int]]] = {}
+    for length, indices in by_length.items():
+        ids = torch.tensor([encode_prompt(tokenizer, prompts[i]) for i in indices
+                            for _ in range(per_prompt)])
+        processor.prompt_length = length
         tokens = generate(model, ids, new_tokens, do_sample=True, temperature=temperature,
                           logits_processors=[processor], eos_token_id=eos,
-                          generator=torch.Generator().manual_seed(seed + index))
-        samples = trim_at_eos(tokens, ids.shape[1], eos)
+                          generator=torch.Generator().manual_seed(seed + length))
+        samples = trim_at_eos(tokens, length, eos)
+        for row, index in enumerate(indices):
+            samples_of[index] = samples[row * per_prompt:(row + 1) * per_prompt]
+    validity, loops, distinct, groups = [], [], [], []
+    for index, prompt in enumerate(prompts):
+        samples = samples_of[index]
         distinct.append(distinct_n(samples, 2))
         for sample in samples:
             verdict = judge_story(tokenizer.decode([t for t in sample if t != eos]),
@@ -141,7 +153,7 @@ def difference(a: dict, b: dict, metric: str) -> list[float]:
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     model.eval()
     eos = tokenizer.token_to_id(tinyworld.EOS)
     prompts = story_prompts(args.prompts, seed=args.seed)
@@ -174,7 +186,7 @@ def run(args) -> dict:
         "command": " ".join(["python benchmarks/bench_adaptive.py", *sys.argv[1:]]),
         "machine": "2-core CPU, no GPU, shared with other jobs",
         "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-        "model": "tiny-target", "vocab": model.config.vocab_size if hasattr(model, "config")
+        "model": "main", "vocab": model.config.vocab_size if hasattr(model, "config")
         else None,
         "n_prompts": len(prompts), "per_prompt": args.per_prompt, "new_tokens": args.new_tokens,
         "bootstrap": "percentile, 1000 resamples of the prompts, seed 0; [estimate, low, high]",

@@ -4,7 +4,7 @@ Greedy, batch 1, ``--new-tokens`` new tokens after a ``--prompt``-token prompt. 
 alternate (minidecode, transformers, minidecode, ...) so that a slow spell of the machine hits
 both; the median of ``--repeats`` runs is reported, and the ratio is measured in this one run.
 
-The model is ``minidecode/models/tiny-target`` when it exists, else a random Llama built here
+The model is ``minidecode/models/main`` when it exists, else a random Llama built here
 (4 layers, hidden 256, 8 heads, 4 KV heads, vocab 2048). Both libraries load the same directory.
 
     python benchmarks/bench_model.py                   # print
@@ -35,9 +35,9 @@ SECTION = "## Model: decode speed"
 
 
 def model_directory(scratch: Path) -> tuple[Path, str]:
-    shipped = MODELS_DIR / "tiny-target"
+    shipped = MODELS_DIR / "main"
     if (shipped / "config.json").is_file():
-        return shipped, "shipped tiny-target"
+        return shipped, "shipped main"
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688,
                          num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
@@ -101,8 +101,10 @@ def main() -> None:
         f"- greedy, batch 1, prompt {args.prompt} tokens, {args.new_tokens} new tokens, float32, "
         f"median of {args.repeats} alternating runs, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, {torch.get_num_threads()} threads",
-        f"- minidecode `generate`: {speed['minidecode']:.0f} tokens/s",
-        f"- transformers `generate`: {speed['transformers']:.0f} tokens/s",
+        f"- minidecode `generate`: {speed['minidecode']:.0f} tokens/s "
+        f"({1000 / speed['minidecode']:.1f} ms a token)",
+        f"- transformers `generate`: {speed['transformers']:.0f} tokens/s "
+        f"({1000 / speed['transformers']:.1f} ms a token)",
         f"- ratio minidecode / transformers: {ratio:.2f}x (goal: >= 0.67x, i.e. within 1.5x)",
         f"- same tokens from both: {same}",
         f"- load average (1 min) when the run ended: {os.getloadavg()[0]:.1f} (other jobs on the "
@@ -119,7 +121,8 @@ def write_results(lines: list[str]) -> None:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     body = [SECTION, "",
             f"Command: `{command}`; machine: {os.cpu_count()}-core CPU, {gpu} "
-            f"({platform.machine()}); date: {datetime.date.today().isoformat()}.", "", *lines, ""]
+            f"({platform.machine()}), shared with other jobs; date: "
+            f"{datetime.date.today().isoformat()}.", "", *lines, ""]
     replace_section(SECTION, body)
 
 

@@ -3,7 +3,7 @@
 Quality and diversity: every decoding rule of chapters 01-03, each swept over its parameter
 (where it really changes what is kept), samples ``--per-prompt`` continuations of up to
 ``--new-tokens`` tokens from each of ``--prompts`` TinyWorld story openings with
-``minidecode.load("tiny-target")``, stopping at ``<|endoftext|>``; the same prompts and seeds for
+``minidecode.load("main")``, stopping at ``<|endoftext|>``; the same prompts and seeds for
 every rule. Prompts of one token length run as one batch. Each sample is judged by
 :mod:`minidecode.tinyworld.judge` (validity, loops, repeated 4-grams, perplexity without the
 end-of-text token); diversity is distinct-2 and self-similarity among one prompt's samples.
@@ -59,6 +59,7 @@ from minidecode.temperature import EDT, DynamicTemperature, ThreeFactorScheduler
 from minidecode.tinyworld.evaluate import encode_prompt
 from minidecode.tinyworld.judge import bootstrap_ci, judge_story, perplexity_without_eos
 
+MODEL = "main"
 SECTION = "## Samplers: diversity, quality and cost per step"
 HERE = Path(__file__).parent
 JSON_PATH = HERE / "results" / "sampling.json"
@@ -66,7 +67,7 @@ FIGURE_PATHS = {chapter: HERE / "results" / f"sampling_tradeoff_ch{chapter}.png"
                 for chapter in (1, 2, 3)}
 
 # sweep -> (chapter, parameter, values, factory(value) -> (temperature, processors)).
-# Each sweep spans the range where its rule really changes the kept set on tiny-target (V = 1117);
+# Each sweep spans the range where its rule really changes the kept set on main (V = 1117);
 # the decode loop applies the temperature first, then the processors.
 HOT = 1.6   # the "high temperature" of the min-p comparison (Nguyen et al. 2024)
 SWEEPS: dict[str, tuple[int, str, list, Callable]] = {
@@ -234,7 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load(MODEL)
     prompts = story_prompts(args.prompts, seed=args.seed)
     configs, sweeps = {}, {}
     for name, (chapter, parameter, values, make) in SWEEPS.items():
@@ -259,10 +260,10 @@ def main() -> None:
     plain = costs["plain softmax sampling"]
     results = {
         "command": " ".join(["python benchmarks/bench_sampling.py", *sys.argv[1:]]),
-        "machine": "2-core CPU, no GPU, shared with a training run",
+        "machine": "2-core CPU, no GPU, shared with a training run and other jobs",
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
-        "model": "tiny-target",
+        "model": MODEL,
         "n_prompts": len(prompts),
         "per_prompt": args.per_prompt,
         "new_tokens": args.new_tokens,
@@ -310,7 +311,8 @@ def write_results(results: dict) -> None:
         "from the TinyWorld judge (`minidecode/tinyworld/judge.py`): *validity* = share of "
         "sentences the story grammar can produce without contradicting the story so far "
         "(protagonist, pronouns, nothing after the ending); *loops* = share of texts with a "
-        "block repeated 3 times back to back; *judge ppl* = tiny-target's perplexity of the "
+        "block repeated 3 times back to back; *judge ppl* = "
+        f"{results['model']}'s perplexity of the "
         "generated tokens without the end-of-text token (geometric mean over samples); "
         "*ppl with eos* = the old measure that counts it. distinct-2: distinct bigrams / "
         "bigrams among one prompt's samples, averaged over prompts.", "",
@@ -357,6 +359,10 @@ def notes(results: dict) -> list[str]:
     greedy, t1 = c["greedy"], c["temperature T 1.0"]
     hot = f"temperature T {HOT}"
     minp_hot, topp_hot = c[f"min-p at T {HOT} p_min 0.1"], c[f"top-p at T {HOT} p 0.9"]
+    versus = compare(minp_hot["validity"], topp_hot["validity"])
+    versus = ("min-p's validity is higher than top-p's" if versus == "higher" else
+              "min-p's validity is lower than top-p's" if versus == "lower" else
+              "min-p's and top-p's validity are indistinguishable (intervals overlap)")
     out = [
         f"**Greedy.** Under the old perplexity (end-of-text counted) greedy scores "
         f"{fmt(greedy['perplexity_with_eos'], 2)} against {fmt(t1['perplexity_with_eos'], 2)} "
@@ -371,8 +377,7 @@ def notes(results: dict) -> list[str]:
         f"keeps text coherent at temperatures where top-p falls apart. At T = {HOT} (applied "
         f"before truncation), validity is {fmt(c[hot]['validity'])} with no truncation, "
         f"{fmt(topp_hot['validity'])} with top-p 0.9 and {fmt(minp_hot['validity'])} with min-p "
-        f"0.1; min-p's validity is {compare(minp_hot['validity'], topp_hot['validity'])} than "
-        f"top-p's, at distinct-2 {minp_hot['distinct_2'][0]:.3f} against "
+        f"0.1; {versus}, at distinct-2 {minp_hot['distinct_2'][0]:.3f} against "
         f"{topp_hot['distinct_2'][0]:.3f}. "
         + ("This reproduces the claim on TinyWorld." if compare(
             minp_hot['validity'], topp_hot['validity']) == "higher" else

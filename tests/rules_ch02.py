@@ -82,7 +82,7 @@ def adaptive_reports_count_before_ties(model, prompt_ids, max_new_tokens, epsilo
 
 # ----------------------------------------------------------------------------------- 02.4
 def answer_02_4_at_temperature_1():  # the set at temperature 1
-    return 34
+    return 35
 
 
 RULES = [

@@ -21,17 +21,17 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def target():
-    return minidecode.load("tiny-target")[0]
+    return minidecode.load("main")[0]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return minidecode.load("tiny-target")[1]
+    return minidecode.load("main")[1]
 
 
 @pytest.fixture(scope="module")
 def draft():
-    return minidecode.load("tiny-draft")[0]
+    return minidecode.load("main-draft")[0]
 
 
 def support(scores: torch.Tensor) -> set[int]:

@@ -103,7 +103,7 @@ def test_location_clashes_are_counted_not_scored():
 def test_perplexity_without_eos_is_exp_mean_nll_over_exactly_the_counted_tokens():
     import minidecode
 
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     eos = tokenizer.token_to_id(tw.EOS)
     prompt = tw.encode_prompt(tokenizer, OPENING)
     body = tokenizer.encode(" He felt calm. The end.").ids

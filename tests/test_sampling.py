@@ -254,17 +254,17 @@ def test_sampling_is_reproducible_with_a_seed():
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
+def draft_model():
     import minidecode
 
-    return minidecode.load("tiny-draft")[0]
+    return minidecode.load("main-draft")[0]
 
 
-def test_generate_with_processors_is_reproducible_and_stays_in_the_kept_set(tiny_model):
+def test_generate_with_processors_is_reproducible_and_stays_in_the_kept_set(draft_model):
     prompt = torch.tensor([[0, 5, 17, 23, 9]])
 
     def run(seed):
-        return generate(tiny_model, prompt.repeat(6, 1), 12, do_sample=True,
+        return generate(draft_model, prompt.repeat(6, 1), 12, do_sample=True,
                         logits_processors=[TopK(5)],
                         generator=torch.Generator().manual_seed(seed))
 
@@ -272,11 +272,11 @@ def test_generate_with_processors_is_reproducible_and_stays_in_the_kept_set(tiny
     assert torch.equal(tokens, run(3))
     # Teacher-forced check: every sampled token is among the top 5 of the model at its step.
     with torch.no_grad():
-        logits = tiny_model(tokens[:, :-1]).logits[:, prompt.shape[1] - 1 :]
+        logits = draft_model(tokens[:, :-1]).logits[:, prompt.shape[1] - 1 :]
     chosen = tokens[:, prompt.shape[1] :]
     top5 = torch.topk(logits, 5, dim=-1).values[..., -1]
     assert (logits.gather(-1, chosen[..., None])[..., 0] >= top5 - 1e-4).all()
-    greedy = generate(tiny_model, prompt.repeat(6, 1), 12)
+    greedy = generate(draft_model, prompt.repeat(6, 1), 12)
     assert not torch.equal(tokens, greedy), "sampling with top-k 5 behaved like greedy"
 
 

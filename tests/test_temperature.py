@@ -1,5 +1,6 @@
-"""Chapter 03: temperature schedulers (EDT, llama.cpp dynamic temperature, the source's scheduler)
-and the diversity/quality measures the chapters compare samplers with."""
+"""Chapter 03: temperature schedulers (EDT, llama.cpp dynamic temperature, the three-factor
+scheduler of a common first attempt) and the diversity/quality measures the chapters compare
+samplers with."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_apply_temperature_zero_is_argmax_with_ties():
     assert torch.allclose(out[1], scores[1] / 2)
 
 
-def test_source_scheduler_trace_and_fixed_feedback():
+def test_three_factor_scheduler_trace_and_fixed_feedback():
     scheduler = ThreeFactorScheduler(warm_steps=2, cool_after=6, window=4)
     flat = torch.zeros(1, 50)                            # confidence 0: quality factor x1.5
     ids = torch.tensor([[1, 2, 3]])
@@ -86,7 +87,7 @@ def test_source_scheduler_trace_and_fixed_feedback():
     assert scheduler.history == [] and scheduler.trace().numel() == 0
 
 
-def test_source_scheduler_gives_each_row_its_own_temperature():
+def test_three_factor_scheduler_gives_each_row_its_own_temperature():
     scheduler = ThreeFactorScheduler()
     scores = torch.stack([torch.zeros(30), torch.tensor([30.0] + [0.0] * 29)])
     scheduler(torch.zeros(2, 3, dtype=torch.long), scores)
@@ -137,7 +138,7 @@ def test_distinct_and_self_similarity():
 def test_trim_and_perplexity_ignore_padding_after_eos():
     import minidecode
 
-    model, _ = minidecode.load("tiny-draft")
+    model, _ = minidecode.load("main-draft")
     tokens = sample_batch(model, [0, 11, 12, 13], [EDT()], n=4, max_new_tokens=6, seed=0,
                           eos_token_id=0)
     assert torch.equal(tokens, sample_batch(model, [0, 11, 12, 13], [EDT()], n=4,

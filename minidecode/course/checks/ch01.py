@@ -166,24 +166,24 @@ ONCE_UPON_A_TIME = "Once upon a time, there was a"
 
 
 @functools.cache
-def _tiny_target_last_logits(text: str) -> torch.Tensor:
-    """tiny-target's (vocab,) float32 logits for the token after ``text``."""
+def _main_last_logits(text: str) -> torch.Tensor:
+    """main's (vocab,) float32 logits for the token after ``text``."""
     import minidecode
     from minidecode.tinyworld.evaluate import encode_prompt
 
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     with torch.no_grad():
         return model(torch.tensor([encode_prompt(tokenizer, text)])).logits[0, -1].float()
 
 
 def _kept_by_top_p(text: str, top_p: float, temperature: float) -> int:
-    scores = _tiny_target_last_logits(text) / temperature
+    scores = _main_last_logits(text) / temperature
     return int((sampling.top_p_filter(scores, top_p) > float("-inf")).sum())
 
 
 def answer_01_4():
     """How many tokens top-p 0.9 keeps at temperature 2 (temperature first) after
-    "Once upon a time, there was a", on tiny-target."""
+    "Once upon a time, there was a", on main."""
     return _kept_by_top_p(ONCE_UPON_A_TIME, 0.9, 2.0)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from minidecode import adaptive
 from minidecode import entropy as entropy_module
 from minidecode import generate as decode_loop
-from minidecode.course.checks.ch01 import LOOP_PARTS, _tiny_target_last_logits
+from minidecode.course.checks.ch01 import LOOP_PARTS, _main_last_logits
 from minidecode.course.checks.tiny_model import check_model, random_prompt
 from minidecode.course.grading import Case, exercise
 
@@ -162,12 +162,12 @@ MAYA = "One sunny day, Maya woke up early."
 
 def answer_02_4():
     """How many tokens adaptive decoding (epsilon 1e-3) keeps at temperature 2 after
-    "One sunny day, Maya woke up early.", on tiny-target."""
+    "One sunny day, Maya woke up early.", on main."""
     return _kept_by_adaptive(MAYA, 1e-3, 2.0)
 
 
 def _kept_by_adaptive(text: str, epsilon: float, temperature: float) -> int:
-    scores = _tiny_target_last_logits(text) / temperature
+    scores = _main_last_logits(text) / temperature
     return int((adaptive.adaptive_filter(scores, epsilon) > -INF).sum())
 
 

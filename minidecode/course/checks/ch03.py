@@ -142,13 +142,13 @@ MAYA = "One sunny day, Maya woke up early."
 
 
 @functools.cache
-def _edt_trace_on_tiny_target(text: str, max_new_tokens: int, seed: int) -> torch.Tensor:
+def _edt_trace_on_main(text: str, max_new_tokens: int, seed: int) -> torch.Tensor:
     """(steps,) the temperatures of EDT (T0 1, N 0.8, theta 1) along a story from ``text``."""
     import minidecode
     from minidecode.tinyworld import EOS
     from minidecode.tinyworld.evaluate import encode_prompt
 
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     prompt_ids = torch.tensor([encode_prompt(tokenizer, text)])
     _, temperatures = edt_sample(model, prompt_ids, max_new_tokens, 1.0, 0.8, 1.0, seed,
                                  tokenizer.token_to_id(EOS))
@@ -157,8 +157,8 @@ def _edt_trace_on_tiny_target(text: str, max_new_tokens: int, seed: int) -> torc
 
 def answer_03_4():
     """How many of the steps of EDT's story (40 tokens at most, seed 0) from "One sunny day, Maya
-    woke up early." on tiny-target ran below temperature 0.3."""
-    return int((_edt_trace_on_tiny_target(MAYA, 40, 0) < 0.3).sum())
+    woke up early." on main ran below temperature 0.3."""
+    return int((_edt_trace_on_main(MAYA, 40, 0) < 0.3).sum())
 
 
 @exercise("03.4", reference=answer_03_4, returns=int)
