@@ -1,6 +1,7 @@
 """Per-head attention patterns (chapter 08): which heads can be made local, and what it costs.
 
-Model: tiny-retriever (4 layers x 8 heads). The local pattern is StreamingLLM's sink plus window
+Model: main (8 layers x 8 heads), facts worded "The code of the <key> is <dddd>." (``--style``,
+the main model's wording). The local pattern is StreamingLLM's sink plus window
 (``--sinks`` first tokens + the ``--window`` most recent), too short to reach a needle fact.
 
 1. Profiling, on ``--profile-docs`` one-fact needle documents of ``--profile-tokens`` tokens drawn
@@ -12,8 +13,10 @@ Model: tiny-retriever (4 layers x 8 heads). The local pattern is StreamingLLM's 
    the feature-based selector's head-agnostic order; plus all-global, all-local and the
    feature-based selector as it decides per document:
    - retrieval accuracy: exact match of the greedy answer on ``--n`` held-out needle documents
-     (held-out keys, seed HELD_OUT_SEED, 300-480 tokens, random depths);
-   - perplexity of ``--ppl-docs`` held-out stories and retrieval documents under the pattern;
+     (held-out keys, seed HELD_OUT_SEED, 300-480 tokens, random depths), with a Wilson 95%
+     interval;
+   - perplexity of ``--ppl-docs`` held-out stories and retrieval documents (in ``--style``) under
+     the pattern;
    - attended query-key pairs and KV entries relative to full attention, at 480 tokens.
 
     python benchmarks/bench_attention_patterns.py --write-results
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import sys
 import time
 from pathlib import Path
@@ -57,6 +61,7 @@ from minidecode.attention_patterns import (
     random_local_heads,
     retrieval_document,
 )
+from minidecode.course.capstone import wilson_interval
 from minidecode.tinyworld.evaluate import HELD_OUT_SEED, encode_prompt, held_out_docs
 
 HERE = Path(__file__).parent
@@ -83,7 +88,9 @@ def cost(patterns: HeadPatterns) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-retriever")
+    parser.add_argument("--model", default="main")
+    parser.add_argument("--style", default="code_of", choices=tw.FACT_STYLES,
+                        help="the facts' wording the model was trained on")
     parser.add_argument("--n", type=int, default=60, help="held-out needle documents")
     parser.add_argument("--ppl-docs", type=int, default=20, help="held-out docs per family")
     parser.add_argument("--profile-docs", type=int, default=6)
@@ -107,7 +114,7 @@ def main() -> None:
 
     # --- profiling, on documents of its own
     profile_needles = needle_documents(tokenizer, args.profile_docs, HELD_OUT_SEED + 1,
-                                       args.profile_tokens, args.profile_tokens)
+                                       args.profile_tokens, args.profile_tokens, style=args.style)
     profile_docs = [retrieval_document(tokenizer, n) for n in profile_needles]
     t0 = time.perf_counter()
     mass = mass_outside(model, [ids for ids, _ in profile_docs], local)
@@ -120,10 +127,15 @@ def main() -> None:
               "profiled (mass outside)": mass}
 
     # --- evaluation documents, held out
-    needles = needle_documents(tokenizer, args.n, HELD_OUT_SEED, keys=tw.HELD_OUT_KEYS)
-    texts = {family: [encode_prompt(tokenizer, d.text) for d in held_out_docs(family,
-                                                                                 args.ppl_docs)]
-             for family in ("stories", "retrieval")}
+    needles = needle_documents(tokenizer, args.n, HELD_OUT_SEED, keys=tw.HELD_OUT_KEYS,
+                               style=args.style)
+    # held_out_docs' seeding, with the retrieval documents in the model's wording
+    retrieval_rng = random.Random(HELD_OUT_SEED + 7 + tw.FAMILIES.index("retrieval"))
+    texts = {"stories": [encode_prompt(tokenizer, d.text)
+                         for d in held_out_docs("stories", args.ppl_docs)],
+             "retrieval": [encode_prompt(tokenizer, tw.retrieval(retrieval_rng,
+                                                                 style=args.style).text)
+                           for _ in range(args.ppl_docs)]}
     every_head = {(layer, head) for layer in range(layers) for head in range(heads)}
 
     rows = []
@@ -167,7 +179,8 @@ def main() -> None:
 
     result = {
         "command": " ".join(["python benchmarks/bench_attention_patterns.py", *sys.argv[1:]]),
-        "machine": f"2-core CPU, no GPU ({platform.machine()})", "date": "2026-11-23",
+        "machine": f"2-core CPU, no GPU ({platform.machine()}), shared with other jobs",
+        "date": "2026-12-02", "style": args.style,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "model": args.model,
         "layers": layers, "heads": heads, "sinks": args.sinks, "window": args.window,
         "n": args.n, "ppl_docs": args.ppl_docs, "profile_docs": args.profile_docs,
@@ -212,6 +225,9 @@ def summary_lines(result: dict) -> list[str]:
         accuracy = f"{row['accuracy']:.2f}"
         if "accuracy_min" in row:
             accuracy += f" ({row['accuracy_min']:.2f}-{row['accuracy_max']:.2f})"
+        else:
+            low, high = wilson_interval(round(row["accuracy"] * result["n"]), result["n"])
+            accuracy += f" [{low:.2f}, {high:.2f}]"
         return (f"| {label} | {row['method']} | {accuracy} | "
                 f"{row['accuracy'] / max(full['accuracy'], 1e-9):.2f} | "
                 f"{row['ppl_stories']:.3f} | {row['ppl_retrieval']:.3f} | {row['pairs']:.2f} | "
@@ -239,6 +255,14 @@ def summary_lines(result: dict) -> list[str]:
               f"{kept('profiled (mass outside)'):.0%}, random choice {kept('random'):.0%} "
               f"(mean of {rows['random', 0.5]['draws']} draws), the feature order "
               f"{kept('feature order'):.0%}."]
+    greedy = [rows["profiled (greedy)", f]["accuracy"] for f in FRACTIONS]
+    single = [rows["profiled (single-head loss)", f]["accuracy"] for f in FRACTIONS]
+    if greedy == single:
+        lines += ["", f"Greedy and single-head profiling give the same accuracy at every budget "
+                  f"({', '.join(f'{a:.2f}' for a in greedy)} at "
+                  f"{', '.join(f'{f:.0%}' for f in FRACTIONS)} local, n = {result['n']} each): "
+                  "these documents show no case of heads that back each other up, which only "
+                  "the greedy profile could see."]
     lines += ["", "Why the rankings differ: attention mass outside the window, averaged over every "
               "query, is highest for broad heads that spread attention thinly and lowest for "
               "retrieval heads, which read locally except at the few queries that need the fact, "
@@ -261,13 +285,15 @@ def figure(result: dict, path: Path) -> None:
                            ("profiled (mass outside)", "^--"), ("random", "x-"),
                            ("feature order", "d:")):
         points = [rows[method, f] for f in FRACTIONS]
+        hollow = {"markersize": 10, "markerfacecolor": "none"} if "greedy" in method else {}
         ax.plot([p["pairs"] for p in points], [p["accuracy"] for p in points], marker,
-                label=method)
+                label=method, **hollow)   # hollow: greedy and single-head may coincide
     for method, fraction in (("all-global", 0.0), ("all-local", 1.0)):
         row = rows[method, fraction]
         ax.scatter(row["pairs"], row["accuracy"], color="black", zorder=3)
-        ax.annotate(method, (row["pairs"], row["accuracy"]), xytext=(4, 4),
-                    textcoords="offset points", fontsize=8)
+        right = method == "all-global"               # keep the label inside the axes
+        ax.annotate(method, (row["pairs"], row["accuracy"]), xytext=(-6, -14) if right else (4, 4),
+                    textcoords="offset points", fontsize=8, ha="right" if right else "left")
     ax.set_xlabel(f"attended query-key pairs relative to full attention ({COST_LENGTH} tokens)")
     ax.set_ylabel("retrieval accuracy (held-out needles)")
     ax.set_title(f"{result['model']}: sink {result['sinks']} + window {result['window']} "
@@ -293,7 +319,8 @@ def write_results(result: dict, lines: list[str]) -> None:
             f"keys, seed HELD_OUT_SEED, {min(result['eval_lengths'])}-"
             f"{max(result['eval_lengths'])} tokens with the question, random depths). Perplexity:"
             f" {result['ppl_docs']} held-out stories and {result['ppl_docs']} held-out retrieval "
-            f"documents. Heads are profiled on {result['profile_docs']} other needle documents "
+            f"documents. Facts worded as the model was trained ({result.get('style', 'has_code')}"
+            f" style). Heads are profiled on {result['profile_docs']} other needle documents "
             f"({result['profile_tokens']} tokens, training keys, seed HELD_OUT_SEED + 1): "
             "*greedy* makes heads local one at a time, each time the one that raises the loss on "
             "the code's tokens least given those already local; *single-head loss* ranks heads by "

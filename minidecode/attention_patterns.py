@@ -474,10 +474,11 @@ def random_local_heads(num_layers: int, num_heads: int, fraction: float, seed: i
 
 # ----------------------------------------------------------------------------- quality
 def needle_documents(tokenizer, n: int, seed: int, min_tokens: int = 300, max_tokens: int = 480,
-                     keys: list[str] | None = None) -> list:
+                     keys: list[str] | None = None, style: str = "has_code") -> list:
     """``n`` one-fact needle examples (``tinyworld.needles.needle_example``), lengths drawn
     uniformly in [min_tokens, max_tokens] and depths in [0, 1] from ``random.Random(seed)``;
-    ``keys`` as in ``tinyworld.retrieval`` (``tinyworld.HELD_OUT_KEYS`` for evaluation)."""
+    ``keys`` as in ``tinyworld.retrieval`` (``tinyworld.HELD_OUT_KEYS`` for evaluation);
+    ``style`` is the facts' wording (``"code_of"`` for the main model)."""
     from minidecode.tinyworld.needles import needle_example
 
     _check_int("n", n, 1)
@@ -487,7 +488,7 @@ def needle_documents(tokenizer, n: int, seed: int, min_tokens: int = 300, max_to
                          f"got {max_tokens!r}")
     rng = random.Random(seed)
     return [needle_example(tokenizer, rng.randint(min_tokens, max_tokens), rng.random(), rng,
-                           keys=keys) for _ in range(n)]
+                           keys=keys, style=style) for _ in range(n)]
 
 
 def retrieval_document(tokenizer, needle) -> tuple[Tensor, Tensor]:
