@@ -32,7 +32,10 @@ Evaluation: ``auroc`` (how well a score ranks wrong answers above right ones; 0.
 a bootstrap 95% interval from ``auroc_interval``; ``accuracy_rejection_curve`` (accuracy of the
 answers kept when the most uncertain fraction is refused). Acting on it: ``answer_or_abstain``
 answers only when SE is at most a threshold, and ``abstention_curve`` measures its accuracy
-against its rejection rate, threshold by threshold.
+against its rejection rate, threshold by threshold; ``switch_or_abstain`` first switches to a
+safer method, CoT decoding (``cot_fallback``, chapter 04), and abstains only when that one's
+answers disagree too. ``mixed_questions``: a TinyWorld question set the main model gets right
+about half the time (answerable and unanswerable "Where is X?", 1-3 step word problems).
 
 Shapes: logits (batch, steps, vocab); token ids (batch, steps); masks (batch, steps) bool.
 """
@@ -61,7 +64,9 @@ __all__ = [
     "EntailmentClusterer",
     "EntityEmbeddingClusterer",
     "ExactMatchClusterer",
+    "MIXED_PARTS",
     "Question",
+    "SafeAnswer",
     "SampledAnswers",
     "abstention_curve",
     "accuracy_rejection_curve",
@@ -71,6 +76,7 @@ __all__ = [
     "auroc_interval",
     "cluster_greedy",
     "cluster_log_probs",
+    "cot_fallback",
     "default_clusterers",
     "discrete_semantic_entropy",
     "entropy_summary",
@@ -79,6 +85,7 @@ __all__ = [
     "is_correct",
     "last_hidden_states",
     "load_embedder",
+    "mixed_questions",
     "naive_entropy",
     "named_content",
     "normalise_answer",
@@ -88,6 +95,7 @@ __all__ = [
     "semantic_entropy",
     "sequence_log_likelihood",
     "step_entropies",
+    "switch_or_abstain",
     "token_log_probs",
     "windowed_uncertainty",
 ]
@@ -217,12 +225,14 @@ def score_continuations(model: Any, prompt_ids: Sequence[int],
 
 def sample_answers(model: Any, tokenizer: Any, prompt_ids: Sequence[int], n: int = 10,
                    temperature: float = 1.0, max_new_tokens: int = 24, seed: int = 0,
-                   greedy: bool = False) -> SampledAnswers:
+                   greedy: bool = False, processors: Sequence[Any] = ()) -> SampledAnswers:
     """``n`` answers (one line each) to one prompt, sampled in one batch at ``temperature`` (or
     the single greedy answer with ``greedy=True``), then scored under the model at temperature 1.
 
     prompt_ids: the prompt's token ids (``minidecode.tinyworld.evaluate.encode_prompt``); seed: the
-    ``torch.Generator`` seed, so the same call gives the same answers.
+    ``torch.Generator`` seed, so the same call gives the same answers. processors: logits
+    processors applied after the temperature, e.g. ``[TopP(0.9)]`` or ``[MinP(0.1)]`` from
+    ``minidecode.sampling`` (the answers are still scored under the plain model).
     """
     if not greedy:
         _check_n(n, "n")
@@ -237,7 +247,7 @@ def sample_answers(model: Any, tokenizer: Any, prompt_ids: Sequence[int], n: int
     answers: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
     steps = decode_steps(model, cache, next_logits, input_ids=input_ids,
-                         processors=[_NoStopFirst(stops, len(prompt_ids))],
+                         processors=[_NoStopFirst(stops, len(prompt_ids)), *processors],
                          temperature=1.0 if greedy else temperature, do_sample=not greedy,
                          generator=torch.Generator().manual_seed(seed))
     for n_steps, step in enumerate(steps, start=1):
@@ -792,6 +802,68 @@ def abstention_curve(entropies: Any, correct: Any, thresholds: Sequence[float]
     return rows
 
 
+@dataclass
+class SafeAnswer:
+    """What ``switch_or_abstain`` decided: ``answer`` (None when it abstained), ``method``
+    ("greedy", "cot" or "abstain"), the semantic entropy of the samples that decided it, and, when
+    it switched, the semantic entropy of the fallback's answers."""
+
+    answer: str | None
+    method: str
+    semantic_entropy: float
+    fallback_entropy: float | None = None
+
+    @property
+    def abstained(self) -> bool:
+        return self.answer is None
+
+
+def switch_or_abstain(semantic_entropy: float, answer: str, switch_threshold: float,
+                      fallback: Callable[[], tuple[str, float]] | None = None,
+                      abstain_threshold: float = math.inf) -> SafeAnswer:
+    """Answer greedily while the samples agree; when they do not, switch to a safer method, and
+    abstain when that one is unsure too.
+
+    semantic_entropy: SE of N answers sampled at temperature 1 (the model's doubt); answer: the
+    greedy answer. SE <= ``switch_threshold``: give ``answer``. Otherwise call ``fallback()``,
+    which returns (its answer, the SE of its own answers), e.g. CoT decoding (chapter 04) with the
+    SE of its k paths' answers (``cot_fallback``); give its answer when that SE is
+    <= ``abstain_threshold``, else abstain. Without a fallback, SE > ``switch_threshold`` abstains
+    (``answer_or_abstain``'s rule). Thresholds in nats, >= 0 (math.inf: never).
+    """
+    for name, value in (("switch_threshold", switch_threshold),
+                        ("abstain_threshold", abstain_threshold)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0 nats, got {value}")
+    if semantic_entropy <= switch_threshold:
+        return SafeAnswer(answer, "greedy", semantic_entropy)
+    if fallback is None:
+        return SafeAnswer(None, "abstain", semantic_entropy)
+    fallback_answer, fallback_entropy = fallback()
+    if fallback_entropy > abstain_threshold:
+        return SafeAnswer(None, "abstain", semantic_entropy, fallback_entropy)
+    return SafeAnswer(fallback_answer, "cot", semantic_entropy, fallback_entropy)
+
+
+def cot_fallback(model: Any, tokenizer: Any, question: Question, k: int = 10,
+                 selection: str = "aggregate", clusterer: Clusterer | None = None
+                 ) -> tuple[str, float, Any]:
+    """CoT decoding (Wang & Zhou 2024, ``minidecode.cot.cot_decode``) as the safer method: its
+    chosen path's text, the discrete SE of its k paths' texts under ``clusterer`` (default
+    ``EntityEmbeddingClusterer``), and the ``CoTResult``. A path that ends at once counts as the
+    answer "(no answer)"."""
+    from minidecode.cot import cot_decode
+    from minidecode.tinyworld.corpus import encode_prompt
+
+    max_new = 72 if question.family == "arithmetic" else 16
+    result = cot_decode(model, tokenizer, encode_prompt(tokenizer, question.prompt), k=k,
+                        max_new_tokens=max_new, selection=selection)
+    texts = [p.text.strip() or "(no answer)" for p in result.paths]
+    clusterer = EntityEmbeddingClusterer() if clusterer is None else clusterer
+    entropy = discrete_semantic_entropy(clusterer(question.question, texts))
+    return texts[result.chosen], entropy, result
+
+
 def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson's 95% score interval for successes / n (Wilson 1927)."""
     p = successes / n
@@ -806,13 +878,14 @@ def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 class Question:
     """One held-out question: ``prompt`` (what the model reads), ``question`` (the bare question,
     for the clusterers), ``truth`` (the place or the number), ``answerable`` (False: the context
-    never says, so no answer is right)."""
+    never says, so no answer is right), ``part`` (which part of ``mixed_questions`` it is from)."""
 
     family: str
     prompt: str
     question: str
     truth: str
     answerable: bool = True
+    part: str = ""
 
 
 def held_out_questions(n_qa: int, n_arithmetic: int, seed: int | None = None) -> list[Question]:
@@ -835,6 +908,45 @@ def held_out_questions(n_qa: int, n_arithmetic: int, seed: int | None = None) ->
         problem = tw.arithmetic_problem(rng, n_steps=1 + i % 3)
         questions.append(Question("arithmetic", tw.arithmetic_prompt(problem), problem.question,
                                   str(problem.answer)))
+    return questions
+
+
+MIXED_PARTS = ("qa-answerable", "qa-unanswerable", "arithmetic-1", "arithmetic-2",
+               "arithmetic-3")
+
+
+def mixed_questions(n_per_part: int, seed: int | None = None) -> list[Question]:
+    """A question set the main model gets right about half the time: ``n_per_part`` questions of
+    each of ``MIXED_PARTS``, interleaved (one of each part in turn):
+
+    - "qa-answerable": "Where is X?" and the context says (the main model: nearly always right);
+    - "qa-unanswerable": the context never mentions X, so every answer is wrong (the model guesses
+      a place; its guesses spread over the twelve places);
+    - "arithmetic-1" / "-2" / "-3": word problems with 1, 2, 3 steps asked without the trigger
+      (the main model answers directly: mostly right on 1 step, about one in four on 2-3 steps).
+
+    Drawn from ``seed`` (default ``HELD_OUT_SEED``, which training never used) + 612, a stream of
+    its own. Each question's ``part`` says where it came from.
+    """
+    import random
+
+    from minidecode import tinyworld as tw
+    from minidecode.tinyworld.corpus import HELD_OUT_SEED
+
+    if not isinstance(n_per_part, int) or n_per_part < 1:
+        raise ValueError(f"n_per_part must be an int >= 1, got {n_per_part!r}")
+    rng = random.Random((HELD_OUT_SEED if seed is None else seed) + 612)
+    questions = []
+    for _ in range(n_per_part):
+        for part in MIXED_PARTS:
+            if part.startswith("qa"):
+                truth = tw.qa(rng, answerable=part == "qa-answerable").truth
+                questions.append(Question("qa", truth["prompt"], f"Where is {truth['name']}?",
+                                          truth["place"], truth["answerable"], part))
+            else:
+                problem = tw.arithmetic_problem(rng, n_steps=int(part[-1]))
+                questions.append(Question("arithmetic", tw.arithmetic_prompt(problem),
+                                          problem.question, str(problem.answer), True, part))
     return questions
 
 

@@ -1,10 +1,12 @@
 """Semantic uncertainty (chapter 06): the two SE estimators (per-token and total likelihoods),
-clustering (with and without an oracle), AUROC and its bootstrap interval, abstaining, the windowed
-measure fixed, sampling from the shipped model, and clear errors for bad input."""
+clustering (with and without an oracle), AUROC and its bootstrap interval, abstaining and switching
+to CoT decoding, the windowed measure fixed, the mixed question set, sampling from the main model
+(with top-p / min-p), and clear errors for bad input."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -13,9 +15,11 @@ from sklearn.metrics import roc_auc_score
 
 import minidecode
 from minidecode.entropy import entropy
+from minidecode.sampling import MinP, TopP
 from minidecode.semantic_uncertainty import (
     DEFAULT_THRESHOLD,
     ENTITY_THRESHOLD,
+    MIXED_PARTS,
     EmbeddingClusterer,
     EntailmentClusterer,
     EntityEmbeddingClusterer,
@@ -28,11 +32,13 @@ from minidecode.semantic_uncertainty import (
     auroc_interval,
     cluster_greedy,
     cluster_log_probs,
+    cot_fallback,
     discrete_semantic_entropy,
     extract_answer,
     held_out_questions,
     is_correct,
     last_hidden_states,
+    mixed_questions,
     naive_entropy,
     named_content,
     normalise_answer,
@@ -41,6 +47,7 @@ from minidecode.semantic_uncertainty import (
     score_continuations,
     semantic_entropy,
     sequence_log_likelihood,
+    switch_or_abstain,
     windowed_uncertainty,
 )
 from minidecode.tinyworld.evaluate import encode_prompt
@@ -48,7 +55,7 @@ from minidecode.tinyworld.evaluate import encode_prompt
 
 @pytest.fixture(scope="module")
 def target():
-    model, tokenizer = minidecode.load("tiny-target")
+    model, tokenizer = minidecode.load("main")
     return model.eval(), tokenizer
 
 
@@ -310,7 +317,81 @@ def test_abstention_curve_rises_only_when_the_entropy_ranks_wrong_answers_last()
     assert kept["accuracy"] > right.mean() + 0.2 and kept["rejection_rate"] == pytest.approx(0.5)
 
 
+def test_switch_or_abstain_follows_its_thresholds() -> None:
+    calls = []
+
+    def fallback():
+        calls.append(1)
+        return "The answer is 9.", 0.3
+
+    kept = switch_or_abstain(0.2, "The answer is 7.", 0.5, fallback)
+    assert (kept.answer, kept.method, calls) == ("The answer is 7.", "greedy", [])
+    switched = switch_or_abstain(0.9, "The answer is 7.", 0.5, fallback, abstain_threshold=0.5)
+    assert (switched.answer, switched.method, switched.fallback_entropy) == (
+        "The answer is 9.", "cot", 0.3)
+    refused = switch_or_abstain(0.9, "The answer is 7.", 0.5, fallback, abstain_threshold=0.2)
+    assert refused.abstained and refused.method == "abstain" and refused.fallback_entropy == 0.3
+    assert switch_or_abstain(0.9, "x", 0.5).abstained                  # no fallback: abstain
+    assert not switch_or_abstain(0.9, "x", math.inf).abstained
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="switch_threshold must be >= 0"):
+            switch_or_abstain(0.9, "x", bad)
+        with pytest.raises(ValueError, match="abstain_threshold must be >= 0"):
+            switch_or_abstain(0.9, "x", 0.5, fallback, bad)
+
+
+def test_mixed_questions_interleave_five_parts() -> None:
+    questions = mixed_questions(4)
+    assert len(questions) == 20 and questions == mixed_questions(4)
+    assert [q.part for q in questions[:5]] == list(MIXED_PARTS)
+    for q in questions:
+        assert q.answerable == (q.part != "qa-unanswerable")
+        assert q.family == ("qa" if q.part.startswith("qa") else "arithmetic")
+        if q.family == "arithmetic":           # n steps = n numbers after the starting count
+            assert len(re.findall(r"\d+", q.question)) - 1 == int(q.part[-1])
+            assert "step by step" not in q.prompt
+        elif q.answerable:
+            assert q.truth in q.prompt
+    assert mixed_questions(4)[:10] == mixed_questions(2)
+    with pytest.raises(ValueError, match="n_per_part must be an int >= 1"):
+        mixed_questions(0)
+
+
 # --------------------------------------------------------------------------- the model
+def test_semantic_entropy_tells_a_known_answer_from_a_guess(target):
+    """The main model says where X is when the context does and guesses when it does not: the
+    samples of an answerable question agree more (no-oracle clusters). Greedy decoding, one
+    answer, would give SE 0 to both."""
+    model, tokenizer = target
+    questions = mixed_questions(3)
+    clusterer = EntityEmbeddingClusterer()
+    entropies = {}
+    for part in ("qa-answerable", "qa-unanswerable"):
+        values = []
+        for i, q in enumerate(q for q in questions if q.part == part):
+            samples = sample_answers(model, tokenizer, encode_prompt(tokenizer, q.prompt), n=8,
+                                     max_new_tokens=12, seed=i)
+            values.append(discrete_semantic_entropy(clusterer(q.question, samples.texts)))
+        entropies[part] = values
+    assert max(entropies["qa-answerable"]) < min(entropies["qa-unanswerable"])
+
+
+def test_truncated_sampling_and_cot_fallback(target):
+    model, tokenizer = target
+    question = mixed_questions(1)[3]                                  # a 2-step word problem
+    prompt = encode_prompt(tokenizer, question.prompt)
+    greedy = sample_answers(model, tokenizer, prompt, greedy=True, max_new_tokens=72)
+    only_top = sample_answers(model, tokenizer, prompt, n=3, max_new_tokens=72, seed=1,
+                              processors=[MinP(1.0)])                 # keeps the argmax only
+    assert only_top.texts == greedy.texts * 3
+    nucleus = sample_answers(model, tokenizer, prompt, n=6, max_new_tokens=72, seed=1,
+                             processors=[TopP(0.9)])
+    assert len(nucleus.texts) == 6 and all(nucleus.texts)
+    text, se, result = cot_fallback(model, tokenizer, question, k=4)
+    assert len(result.paths) == 4 and text == (result.path.text.strip() or "(no answer)")
+    assert 0.0 <= se <= math.log(4) + 1e-9
+
+
 def test_sampled_answers_differ_are_reproducible_and_scored_correctly(target, questions):
     model, tokenizer = target
     prompt = encode_prompt(tokenizer, questions[0].prompt)
@@ -319,7 +400,8 @@ def test_sampled_answers_differ_are_reproducible_and_scored_correctly(target, qu
     greedy = sample_answers(model, tokenizer, prompt, greedy=True)
     assert samples.texts == again.texts
     assert len(samples.texts) == 10 and all(samples.texts)
-    # sampling, not greedy decoding: the answers disagree (this model cannot answer "Where is")
+    # sampling, not greedy decoding: the answers disagree (question 0 is unanswerable: the
+    # context never says where Sam is, so the model guesses a place)
     assert len(set(samples.texts)) > 1 and len(greedy.texts) == 1
     assert discrete_semantic_entropy(ExactMatchClusterer()("", samples.texts)) > 0
     # log-likelihood of sample 0, one token at a time, by hand
