@@ -8,7 +8,7 @@ course's (the test itself needs neither kvpress nor this environment)::
     kvpress-env/bin/pip install kvpress "transformers<5.3" torch
     kvpress-env/bin/python scripts/kvpress_parity.py   # writes tests/fixtures/kvpress_kept.json
 
-What it does. It loads ``minidecode/models/tiny-target`` with transformers (``LlamaForCausalLM``,
+What it does. It loads ``minidecode/models/main`` with transformers (``LlamaForCausalLM``,
 eager attention, float32), builds 3 TinyWorld documents of 400 tokens (the corpus generator
 ``minidecode/tinyworld/corpus.py`` is standard-library Python, loaded from its file so that the
 course package itself is not imported; the shipped tokenizer encodes them), and prefills each
@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_DIR = REPO / "minidecode" / "models" / "tiny-target"
+MODEL_DIR = REPO / "minidecode" / "models" / "main"
 FIXTURE = REPO / "tests" / "fixtures" / "kvpress_kept.json"
 N_TOKENS = 400
 N_DOCUMENTS = 3
@@ -150,7 +150,7 @@ def main() -> None:
             print(f"{name}, ratio {ratio}: kept {runs[-1]['n_kept']} of {N_TOKENS}", flush=True)
     weights = (MODEL_DIR / "model.safetensors").read_bytes()
     fixture = {"kvpress": version("kvpress"), "transformers": version("transformers"),
-               "torch": version("torch"), "model": "tiny-target",
+               "torch": version("torch"), "model": "main",
                "model_sha256": hashlib.sha256(weights).hexdigest(),
                "attn_implementation": "eager", "documents": docs, "runs": runs}
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)

@@ -377,10 +377,11 @@ def test_context_reset_positions_are_ranks_in_stream_order():
 
 
 # ------------------------------------------------------------- the shipped model, 8x its context
-def test_infinipot_finds_the_needle_at_8x_the_context_where_streamingllm_and_random_do_not():
-    """Held-out needle documents of 4,096 tokens (8x the trained 512) with held-out keys, pot 512,
-    kept 256, the question as catalyst. InfiniPot keeps the code and the model answers it; with
-    StreamingLLM's or a random keep-set the code is gone and so is the answer."""
+def test_infinipot_finds_the_needle_at_4x_the_context_where_streamingllm_and_random_do_not():
+    """Held-out needle documents of 2,048 tokens (4x the trained 512) with held-out keys, pot 512,
+    kept 256, a generic catalyst (the question without its key). InfiniPot keeps the code and the
+    main model answers it; with StreamingLLM's or a random keep-set the code is gone and so is the
+    answer."""
     import random
 
     import minidecode
@@ -396,22 +397,21 @@ def test_infinipot_finds_the_needle_at_8x_the_context_where_streamingllm_and_ran
         def score(self, model, cache, layer, observation):
             return torch.rand(cache.token_index[layer].shape, generator=self.generator)
 
-    model, tokenizer = minidecode.load("tiny-retriever")
+    model, tokenizer = minidecode.load("main")
+    catalyst = tokenizer.encode("\nQ: What is the code of the").ids
     rng = random.Random(HELD_OUT_SEED)
     found = {"InfiniPot": 0, "StreamingLLM": 0, "random": 0}
+    kept = {"InfiniPot": 0.0, "StreamingLLM": 0.0, "random": 0.0}
     for depth in (0.1, 0.4, 0.7):  # deeper would sit in StreamingLLM's recent window
-        ex = needle_example(tokenizer, 4096, depth, rng, keys=tw.HELD_OUT_KEYS)
-        for name, policy in [("InfiniPot", InfiniPot(catalyst_ids=ex.question_ids)),
+        ex = needle_example(tokenizer, 2048, depth, rng, keys=tw.HELD_OUT_KEYS, style="code_of")
+        for name, policy in [("InfiniPot", InfiniPot(catalyst_ids=catalyst)),
                              ("StreamingLLM", StreamingLLM()), ("random", RandomChoice(0))]:
             generated, result = answer_after_reading(
                 model, ex.document_ids, ex.question_ids, policy, max_new_tokens=3,
                 pot_size=512, keep_size=256, chunk_size=128)
-            kept = needle_kept(result.cache, ex.code_positions)
+            kept[name] += needle_kept(result.cache, ex.code_positions) / 3
             found[name] += needle_found(tokenizer, generated, ex.code)
-            if name == "InfiniPot":
-                assert kept >= 0.9, (depth, kept)
-            else:
-                assert kept <= 0.25, (name, depth, kept)
+    assert kept["InfiniPot"] >= 0.6 and max(kept["StreamingLLM"], kept["random"]) <= 0.25, kept
     assert found["InfiniPot"] >= 2, found
     assert found["StreamingLLM"] == 0 and found["random"] == 0, found
 

@@ -2,7 +2,7 @@
 entries that kvpress's presses keep, on the course's own model.
 
 ``tests/fixtures/kvpress_kept.json`` holds what kvpress kept: 3 TinyWorld documents of 400 tokens,
-prefilled by the shipped ``tiny-target`` with ``StreamingLLMPress(n_sink=4)``,
+prefilled by the shipped ``main`` with ``StreamingLLMPress(n_sink=4)``,
 ``SnapKVPress(window_size=64, kernel_size=5)``, ``TOVAPress()`` and ``ObservedAttentionPress()`` at
 compression ratios 0.25, 0.5 and 0.75, the kept positions of every (layer, KV head). Here the same
 documents fill a full minidecode cache once, and :class:`StreamingLLM`, :class:`SnapKV`,
@@ -16,7 +16,7 @@ which is not H2O (it averages instead of summing and has no recent window; see
 ``minidecode/cache_policies/h2o.py``), and SnapKV with ``pooling="max"``. Run with ``-s`` to see the
 table (``benchmarks/RESULTS.md`` holds a copy).
 
-The fixture is made for one set of weights: when ``tiny-target`` changes, the test fails on the
+The fixture is made for one set of weights: when ``main`` changes, the test fails on the
 weights' SHA-256 until the fixture is regenerated. kvpress pins its own transformers version, so
 that runs in an environment of its own::
 
@@ -39,7 +39,7 @@ import minidecode
 from minidecode.cache_policies import H2O, TOVA, CachePolicy, Observation, SnapKV, StreamingLLM
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kvpress_kept.json"
-WEIGHTS = Path(minidecode.__file__).parent / "models" / "tiny-target" / "model.safetensors"
+WEIGHTS = Path(minidecode.__file__).parent / "models" / "main" / "model.safetensors"
 THRESHOLD = 0.98
 
 # (our policy's label, a factory, kvpress's press it is compared with, asserted?)
@@ -89,9 +89,9 @@ def parity(reference) -> dict[tuple[str, float], float]:
     """(our label, compression ratio) -> mean Jaccard with the paired press over documents,
     layers and KV heads."""
     if reference["model_sha256"] != hashlib.sha256(WEIGHTS.read_bytes()).hexdigest():
-        pytest.fail("tests/fixtures/kvpress_kept.json was made for other tiny-target weights: "
+        pytest.fail("tests/fixtures/kvpress_kept.json was made for other weights of main: "
                     "regenerate it with scripts/kvpress_parity.py (see this file's docstring)")
-    model, _ = minidecode.load("tiny-target")
+    model, _ = minidecode.load("main")
     scores: dict[tuple[str, float], list[float]] = {}
     for d, document in enumerate(reference["documents"]):
         ids = torch.tensor([document["input_ids"]])                      # (1, 400)
