@@ -19,8 +19,8 @@ from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 
 @pytest.fixture(scope="module")
 def pair():
-    target, tokenizer = minidecode.load("tiny-target")
-    draft, _ = minidecode.load("tiny-draft")
+    target, tokenizer = minidecode.load("main")
+    draft, _ = minidecode.load("main-draft")
     prompt = torch.tensor([encode_prompt(tokenizer, held_out_docs("stories", 1)[0].text)[:24]])
     return target, draft, prompt
 
@@ -49,9 +49,11 @@ def test_the_packages_own_verify_position_gives_the_default_output(pair, seed):
 
 
 def test_a_broken_verify_changes_the_output(pair):
-    default = [_sampled(pair, seed) for seed in range(3)]
-    assert [_sampled(pair, seed, verify=_always_accept) for seed in range(3)] != default
-    assert [_sampled(pair, seed, verify=_resample_from_p) for seed in range(3)] != default
+    # six seeds: main-draft agrees with main so often that resampling from p instead of the
+    # residual changes none of the first three 40-token samples (it changes seeds 3 to 6)
+    default = [_sampled(pair, seed) for seed in range(6)]
+    assert [_sampled(pair, seed, verify=_always_accept) for seed in range(6)] != default
+    assert [_sampled(pair, seed, verify=_resample_from_p) for seed in range(6)] != default
 
 
 def test_accept_prefix_hook_in_greedy_rounds(pair):
@@ -78,7 +80,7 @@ def test_prompt_lookup_takes_your_find_function():
     from minidecode import load
     from minidecode.prompt_lookup import PromptLookupDrafter, find_candidate_tokens
 
-    model, tokenizer = load("tiny-target")
+    model, tokenizer = load("main")
     text = "| Tom | park | 4 |\n| Mia | beach | 7 |\n| Tom |"
     ids = torch.tensor([[0, *tokenizer.encode(text).ids]])
     default = speculative_generate(model, PromptLookupDrafter(), ids, 12)

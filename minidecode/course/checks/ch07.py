@@ -230,8 +230,8 @@ def _red_tokens_per_round(gamma: int) -> float:
     import minidecode
     from minidecode.tinyworld.evaluate import encode_prompt
 
-    target, tokenizer = minidecode.load("tiny-target")
-    draft, _ = minidecode.load("tiny-draft")
+    target, tokenizer = minidecode.load("main")
+    draft, _ = minidecode.load("main-draft")
     prompt = torch.tensor([encode_prompt(tokenizer, "One rainy day, Leo woke up early.")])
     rounds = speculative.speculative_generate(target, draft, prompt, 48, gamma=gamma).rounds
     return sum(len(r.drafted) - r.accepted_len for r in rounds) / len(rounds)
