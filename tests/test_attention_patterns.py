@@ -1,4 +1,4 @@
-"""Chapter 08: per-head attention patterns, the source's selector fixed, profiling, cost."""
+"""Chapter 08: per-head attention patterns, the feature-based selector fixed, profiling, cost."""
 
 from __future__ import annotations
 
@@ -250,46 +250,55 @@ def test_more_bad_input_is_refused():
         pattern_perplexity(MODEL, [[1]], None)
 
 
-# ------------------------------------------------------------------ the shipped retriever
+# ------------------------------------------------------------------ the shipped main model
 @pytest.fixture(scope="module")
 def retriever():
-    """tiny-retriever, its greedy head order from 3 profiling documents (training keys, a seed
-    of their own), 16 held-out evaluation documents (held-out keys, HELD_OUT_SEED) and its
-    full-attention accuracy on them."""
+    """main, its greedy head order from 3 profiling documents (training keys, a seed of their
+    own), 16 held-out evaluation documents (held-out keys, HELD_OUT_SEED), all in main's wording
+    ("The code of the <key> is <dddd>."), and its full-attention accuracy on them."""
     import minidecode
     from minidecode import tinyworld as tw
     from minidecode.tinyworld.evaluate import HELD_OUT_SEED
 
     torch.set_num_threads(1)
-    model, tokenizer = minidecode.load("tiny-retriever")
+    model, tokenizer = minidecode.load("main")
     local = SinkWindow(n_sinks=4, window=32)
-    profile = [retrieval_document(tokenizer, n)
-               for n in needle_documents(tokenizer, 3, HELD_OUT_SEED + 1, 200, 200)]
+    profile = [retrieval_document(tokenizer, n) for n in needle_documents(
+        tokenizer, 3, HELD_OUT_SEED + 1, 200, 200, style="code_of")]
     order, _ = greedy_profile(model, profile, local)
-    needles = needle_documents(tokenizer, 16, HELD_OUT_SEED, keys=tw.HELD_OUT_KEYS)
+    needles = needle_documents(tokenizer, 16, HELD_OUT_SEED, keys=tw.HELD_OUT_KEYS,
+                               style="code_of")
     full = needle_accuracy(model, tokenizer, needles, None)
     return model, tokenizer, local, order, needles, full
 
 
 def test_the_retriever_needs_long_range_heads_for_the_needle(retriever):
-    model, tokenizer, local, _, needles, full = retriever
-    every_head = {(layer, head) for layer in range(4) for head in range(8)}
+    model, tokenizer, local, order, needles, full = retriever
+    layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    every_head = {(layer, head) for layer in range(layers) for head in range(heads)}
     all_local = needle_accuracy(model, tokenizer, needles,
                                 HeadPatterns.with_local_heads(model, every_head, local))
     assert full >= 0.7 and all_local <= full - 0.4
+    # the head the greedy profile makes local last is a retrieval head: alone it breaks retrieval
+    last = divmod(int(order.argmax()), heads)
+    alone = needle_accuracy(model, tokenizer, needles,
+                            HeadPatterns.with_local_heads(model, {last}, local))
+    assert alone <= full - 0.4, f"L{last[0]}H{last[1]} made local alone: {alone} vs {full}"
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.75])
 def test_profiled_heads_keep_retrieval_where_random_heads_lose_it(retriever, fraction):
     """Half, then three quarters of the heads made local: the greedy profile's choice against two
-    random choices of the same size, on the same held-out documents. A random choice keeps the
-    few retrieval heads global only by luck (at 75%, about 1 draw in 100), so both cases fail if
-    profiling is replaced by chance."""
+    random choices of the same size, on the same held-out documents. In main one head (L6H0)
+    carries the lookup (bench_attention_patterns.py: every choice that made it local answered at
+    most 0.25 of 40 documents); a random choice keeps it global with chance 1/2 at 50% and 1/4 at
+    75%, and seeds 0 and 1 make it local at both budgets, so the profiled choice must do better
+    than luck. (The previous test pins down that the profile keeps exactly that head.)"""
     model, tokenizer, local, order, needles, full = retriever
     profiled = needle_accuracy(model, tokenizer, needles, HeadPatterns.with_local_heads(
         model, choose_local_heads(order, fraction), local))
     randoms = [needle_accuracy(model, tokenizer, needles, HeadPatterns.with_local_heads(
-        model, random_local_heads(4, 8, fraction, seed), local)) for seed in range(2)]
+        model, random_local_heads(8, 8, fraction, seed), local)) for seed in range(2)]
     assert profiled >= 0.75 * full
     assert profiled >= sum(randoms) / len(randoms) + 0.25
 
@@ -299,6 +308,8 @@ def test_retrieval_document_weights_only_the_code(retriever):
     ids, weight = retrieval_document(tokenizer, needles[0])
     code = tokenizer.decode(ids[weight.bool()].tolist()).strip()
     assert code == needles[0].code and int(weight.sum()) < 4
+    question = tokenizer.decode(needles[0].question_ids)
+    assert "What is the code of the" in question         # style="code_of" reached the documents
 
 
 # ------------------------------------------------------------------ graded exercises
