@@ -230,6 +230,47 @@ def needle_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+SETTINGS = {"one fact, generic catalyst": "lone", "2-4 facts, generic catalyst": "multi",
+            "2-4 facts, question known": "qk"}
+
+
+def equal_terms_section(paths: dict[str, Path]) -> list[str]:
+    """The needle table on equal terms: {setting: results file} -> RESULTS.md lines, one row a
+    policy, one column a setting, exact match with a Wilson 95% interval."""
+    runs = {setting: json.loads(path.read_text()) for setting, path in paths.items()}
+    first = next(iter(runs.values()))
+    names = []
+    for run in runs.values():
+        names += [p for p in run["policies"] if p not in names]
+    lines = [NEEDLE_SECTION, "",
+             f"Model `{first['model']}` (facts worded `{first.get('style')}`), held-out keys, "
+             f"documents of {first['lengths'][0]} tokens (8x the trained context) with the needle "
+             f"at depth {first['depths'][0]} and, with 2-4 facts, the distractors anywhere; "
+             f"pot M = {first['pot']}, kept C = {first['keep']}, chunks of {first['chunk']}. "
+             "*Generic catalyst*: InfiniPot's probe is the task's question without its key "
+             f"({GENERIC_CATALYSTS[first.get('style', 'code_of')]!r}); the baselines compress "
+             "before the question is read. *Question known*: H2O, TOVA and SnapKV read the "
+             "question before every compression (`QuestionProbe`) and InfiniPot's catalyst is the "
+             "question; StreamingLLM, SirLLM and NuC-only InfiniPot cannot use it (their rows are "
+             "the generic ones). Exact match of the greedy answer, Wilson 95% interval, n "
+             f"documents a cell. Machine: {first['machine']}, shared with other jobs; "
+             f"{first['date']}.", "",
+             "| policy | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+    for name in names:
+        row = []
+        for run in runs.values():
+            cell = next((c for c in run["cells"] if c["policy"] == name), None)
+            if cell is None:
+                row.append("(cannot use it)")
+                continue
+            low, high = wilson_interval(cell["hits"], cell["n"])
+            row.append(f"{cell['accuracy']:.2f} [{low:.2f}, {high:.2f}], n = {cell['n']}")
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines += ["", "Commands:", ""]
+    lines += [f"- {setting}: `{run['command']}`" for setting, run in runs.items()]
+    return lines + [""]
+
+
 def _mean(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
@@ -292,9 +333,15 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path, default=None,
                         help="re-render RESULTS.md from a needle JSON instead of running")
     parser.add_argument("--out", type=Path, default=None, help="results file (default in results/)")
+    parser.add_argument("--equal-terms", type=Path, nargs=3, default=None,
+                        metavar=("LONE", "MULTI", "QK"),
+                        help="render RESULTS.md's needle table from these three results files")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="join needle results files run in parts into infinipot_needle.json")
     args = parser.parse_args()
+    if args.equal_terms:
+        replace_section(NEEDLE_SECTION, equal_terms_section(dict(zip(SETTINGS, args.equal_terms))))
+        return
     if args.merge:
         result = merge(args.merge)
         out = args.out or HERE / "results" / "infinipot_needle.json"
