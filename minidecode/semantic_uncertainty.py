@@ -923,7 +923,7 @@ def mixed_questions(n_per_part: int, seed: int | None = None) -> list[Question]:
     - "qa-unanswerable": the context never mentions X, so every answer is wrong (the model guesses
       a place; its guesses spread over the twelve places);
     - "arithmetic-1" / "-2" / "-3": word problems with 1, 2, 3 steps asked without the trigger
-      (the main model answers directly: mostly right on 1 step, about one in four on 2-3 steps).
+      (the main model answers directly: mostly right on 1 step, one time in three or four on 2-3).
 
     Drawn from ``seed`` (default ``HELD_OUT_SEED``, which training never used) + 612, a stream of
     its own. Each question's ``part`` says where it came from.
