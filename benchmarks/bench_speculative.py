@@ -18,7 +18,7 @@ same pair, loaded from the same folders, at the best gamma of minidecode's draft
     python benchmarks/bench_speculative.py                    # print, write the JSON
     python benchmarks/bench_speculative.py --write-results    # also update benchmarks/RESULTS.md
 
-The JSON (``benchmarks/results/speculative.json``) is what notebooks/07 plots.
+The JSON (``benchmarks/results/speculative_main.json``) is what notebooks/07 plots.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from minidecode.speculative import ModelDrafter, speculative_generate, theoretic
 from minidecode.tinyworld.evaluate import encode_prompt, held_out_docs
 
 HERE = Path(__file__).parent
-OUT = HERE / "results" / "speculative.json"
+OUT = HERE / "results" / "speculative_main.json"
 SECTION = "## Speculative decoding"
 FAMILIES = ("stories", "structured")
 
@@ -96,9 +96,9 @@ def main() -> None:
     parser.add_argument("--gammas", type=int, nargs="+", default=list(range(1, 9)))
     parser.add_argument("--max-ngram", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--target", default="tiny-target",
+    parser.add_argument("--target", default="main",
                         help="shipped model (or checkpoint folder) that verifies")
-    parser.add_argument("--draft", default="tiny-draft",
+    parser.add_argument("--draft", default="main-draft",
                         help="shipped model (or checkpoint folder) that drafts")
     add_results_arguments(parser, OUT)
     args = parser.parse_args()
@@ -219,11 +219,11 @@ def main() -> None:
 
 
 def summary_lines(result: dict) -> list[str]:
-    target = (f"{result.get('target', 'tiny-target')} ({result.get('target_layers', 4)} layers, "
-              f"width {result.get('target_width', 256)})")
-    layers = result.get("draft_layers", 2)
-    draft = (f"{result.get('draft', 'tiny-draft')} ({layers} layer{'s' if layers != 1 else ''}, "
-             f"width {result.get('draft_width', 128)})")
+    target = (f"{result['target']} ({result['target_layers']} layers, "
+              f"width {result['target_width']})")
+    layers = result["draft_layers"]
+    draft = (f"{result['draft']} ({layers} layer{'s' if layers != 1 else ''}, "
+             f"width {result['draft_width']})")
     lines = [
         f"- models: {target} verifies, {draft} drafts; greedy, batch 1, "
         f"{result['new_tokens']} new tokens after "
@@ -287,31 +287,16 @@ def summary_lines(result: dict) -> list[str]:
                 f"(goal {goal}x: {verdict}); theory {best['theoretical_speedup']:.2f}x from "
                 f"alpha {best['alpha']:.2f}, c {best['cost_ratio']:.2f}; measured/theory "
                 f"{best['speedup'] / best['theoretical_speedup']:.2f}")
-    if (result.get("target", "tiny-target"), result.get("draft", "tiny-draft")) == (
-            "tiny-target", "tiny-draft"):
-        lines += ["", WHY_THE_GAP]
     return lines
-
-
-WHY_THE_GAP = """Why the measured speedups fall short of the goals and of the theory. (1) The
-draft model's ceiling is set by c: on a CPU, a forward pass of a model this small is mostly fixed
-per-call cost (Python, kernel launches, small matrix products), so the 0.5M-parameter draft costs
-about a third of the 3.2M-parameter target per token although it has a sixth of its parameters.
-With alpha near 0.8 the theory then allows only about 1.3x at gamma 1 and less at larger gamma;
-1.5-2x would need c near 0.1 (a relatively smaller draft, or a GPU where the target is
-memory-bound) or alpha above 0.9. (2) The theory assumes a verify call on gamma + 1 tokens costs
-one decode step; here it costs more, and each round adds Python work (cache crops, comparisons),
-which is why even prompt lookup (c = 0) reaches half of its theoretical figure. Prompt lookup is
-the drafter that meets the 2x goal here, on structured text and on stories."""
 
 
 def write_results(result: dict, lines: list[str]) -> None:
     """Replace this benchmark's section of RESULTS.md (other sections stay as they are): one
-    section for the chapter's pair (tiny-target, tiny-draft), one for any other pair."""
-    pair = (result.get("target", "tiny-target"), result.get("draft", "tiny-draft"))
-    default = pair == ("tiny-target", "tiny-draft")
-    section = SECTION if default else f"{SECTION}: {pair[0]} and {pair[1]}"
-    where = result.get("json", "benchmarks/results/speculative.json")
+    section a (target, draft) pair; the chapter's pair is (main, main-draft)."""
+    pair = (result["target"], result["draft"])
+    default = pair == ("main", "main-draft")
+    section = f"{SECTION}: {pair[0]} and {pair[1]}"
+    where = result.get("json", "benchmarks/results/speculative_main.json")
     body = [section, "",
             f"Command: `{result['command']}`; machine: {result['machine']}; "
             f"date: {result['date']}. Full sweep (every gamma): `{where}`"
