@@ -7,7 +7,8 @@
 #   OUT=/tmp/out bash scripts/gpu_train.sh            # main model: 6 minutes; draft: 2
 #   MAIN_S=420 DRAFT_S=0 bash scripts/gpu_train.sh     # main model only
 #
-# Starts from runs/main/checkpoint when present (resume), else grows tiny-retriever to 8 layers.
+# Starts from runs/main/checkpoint when present (resume), else from the shipped main model's
+# weights (to train it further; to start over, grow a smaller run with scripts/grow_model.py).
 # Runs from the repository root with the python3 that holds CUDA torch; nothing is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/environment.tx
 if [ -d runs/main/checkpoint ]; then
     cp -r runs/main "$OUT/main"
 else
-    python3 scripts/grow_model.py minidecode/models/tiny-retriever "$OUT/grown"
+    mkdir -p "$OUT/grown" && cp minidecode/models/main/* "$OUT/grown/"
 fi
 if [ "$MAIN_S" -gt 0 ]; then
     timeout "$((MAIN_S + 60))" python3 -m minidecode.tinyworld.train --preset main \

@@ -149,7 +149,7 @@ def test_grown_model_computes_what_the_small_one_did():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from grow_model import grow
 
-    small, _ = minidecode.load("tiny-draft")
+    small, _ = minidecode.load("main-draft")
     big = grow(small, 2)
     assert big.config.num_hidden_layers == 2 * small.config.num_hidden_layers
     gen = torch.Generator().manual_seed(0)
@@ -165,9 +165,11 @@ def test_distillation_kl_is_zero_on_the_teacher_and_positive_elsewhere():
     import minidecode
     from minidecode.tinyworld.train import distillation_kl
 
-    teacher, _ = minidecode.load("tiny-draft")
-    ids = torch.randint(1, teacher.config.vocab_size, (2, 24),
-                        generator=torch.Generator().manual_seed(0))
+    teacher, tokenizer = minidecode.load("main")
+    text = ("Tom went to the park. Anna gave the ball to Tom. The day was sunny, so they "
+            "played outside. Then Tom walked home with Anna. Anna said, \"The ball is in the "
+            "kitchen.\" Tom smiled at Anna. The end.")
+    ids = torch.tensor(tokenizer.encode(text).ids[:48]).reshape(2, 24)  # text the teacher knows
     with torch.no_grad():
         own = teacher(ids).logits
     assert distillation_kl(teacher, ids, own).abs().max() < 1e-5
@@ -182,9 +184,9 @@ def test_a_distilled_student_moves_towards_its_teacher(tokenizer, tmp_path):
     from minidecode.tinyworld.train import distillation_kl
 
     with pytest.raises(ValueError, match="teacher"):   # another tokenizer: refused by name
-        train(replace(TINY, teacher="tiny-draft"), tmp_path / "bad", tokenizer=tokenizer,
+        train(replace(TINY, teacher="main-draft"), tmp_path / "bad", tokenizer=tokenizer,
               progress=False, log=lambda *_: None)
-    teacher, tokenizer = minidecode.load("tiny-draft")
+    teacher, tokenizer = minidecode.load("main-draft")
     run = replace(TINY, max_steps=12, warmup_steps=2, lr=3e-3)
     ids = torch.tensor([tokenizer.encode("Once upon a time, there was a happy child named Mia. "
                                          "She went to the park.").ids])
@@ -194,7 +196,7 @@ def test_a_distilled_student_moves_towards_its_teacher(tokenizer, tmp_path):
         with torch.no_grad():
             return float(distillation_kl(teacher, ids, student(ids).logits).mean())
 
-    distilled = kl_after(replace(run, teacher="tiny-draft", distill_weight=1.0), tmp_path / "kd")
+    distilled = kl_after(replace(run, teacher="main-draft", distill_weight=1.0), tmp_path / "kd")
     plain = kl_after(run, tmp_path / "ce")
     assert distilled < plain
 

@@ -304,7 +304,7 @@ PRESETS: dict[str, TrainConfig] = {
                    num_attention_heads=4, num_key_value_heads=2),
         seq_len=256, batch_size=8, lr=3e-3, warmup_steps=20, max_steps=300, eval_every=100,
         eval_n=16, ckpt_every=100),
-    # tiny-target trained further (run with --init-from its directory): 30% copy rows, 45%
+    # The earlier tiny-target trained further (--init-from its directory): 30% copy rows, 45%
     # retrieval rows with mostly one or two facts, 25% the usual families; constant lr after a
     # short warm-up (min_lr_ratio 1). The main model's card tells the story.
     "retriever": TrainConfig(
