@@ -13,15 +13,21 @@ per step count
 - CoT-decoding again with the branches decoded one after another (same paths, for timing), on
   the first ``--sequential-n`` problems of each step count (all by default);
 - a common first attempt: greedy with the trigger phrase inserted every 3 tokens (at the next
-  sentence end), and every 16 tokens.
+  sentence end), and every 16 tokens, on the first ``--insertion-n`` problems (all by default).
 
 Wall times are totals over the problems where every method was timed, so every ratio comes from
 this one run and the same problems. Every branch's Delta, answer and correctness is kept in the
 JSON for the notebook's separation plot. Accuracies are printed with Wilson 95% intervals.
 
-    python benchmarks/bench_cot.py --n 100 --sequential-n 25                  # print, write JSON
-    python benchmarks/bench_cot.py --n 100 --sequential-n 25 --write-results  # and RESULTS.md
+    python benchmarks/bench_cot.py --n 100 --sequential-n 10 --insertion-n 25   # print, JSON
+    python benchmarks/bench_cot.py --n 100 --sequential-n 10 --insertion-n 25 --write-results
     python benchmarks/bench_cot.py --from-json benchmarks/results/cot.json --write-results
+
+On a shared machine, parts can run side by side and be joined (how results/cot.json was made):
+
+    python benchmarks/bench_cot.py --n 100 --sequential-n 10 --insertion-n 25 --steps 3 \
+        --shard 0/4 --out part_3_0.json        # ... and the other step counts and shards
+    python benchmarks/bench_cot.py --merge part_*.json --write-results
 """
 
 from __future__ import annotations
