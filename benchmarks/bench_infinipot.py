@@ -90,6 +90,10 @@ def policies(catalyst_ids: list[int], question_ids: list[int] | None = None
         "InfiniPot, CaP only": (InfiniPot(catalyst_ids=catalyst_ids, use_nuc=False), True),
         "InfiniPot, NuC only": (InfiniPot(catalyst_ids=catalyst_ids, use_cap=False), True),
         "InfiniPot": (InfiniPot(catalyst_ids=catalyst_ids), True),
+        # InfiniPot's rule for the rest of the budget after the sinks and recent window that
+        # StreamingLLM and SirLLM keep (the reader's chunk boundaries otherwise cut sentences).
+        "InfiniPot, sinks + recent": (InfiniPot(catalyst_ids=catalyst_ids, n_sinks=4,
+                                                n_recent=32), True),
     }
 
 
