@@ -136,3 +136,17 @@ def test_never_unpickles_and_checks_weights(tmp_path):
 def test_unknown_model_name_lists_the_shipped_ones():
     with pytest.raises(ValueError, match="shipped models"):
         load("no-such-model")
+
+
+def test_earlier_model_names_load_the_main_pair():
+    """"tiny-target" / "tiny-retriever" load the main model, "tiny-draft" its draft."""
+    import minidecode
+
+    main, _ = minidecode.load("main")
+    draft, _ = minidecode.load("main-draft")
+    for old, new in (("tiny-target", main), ("tiny-retriever", main), ("tiny-draft", draft)):
+        model, tokenizer = minidecode.load(old)
+        assert tokenizer is not None
+        assert model.config == new.config
+        for (name, a), (_, b) in zip(model.state_dict().items(), new.state_dict().items()):
+            assert torch.equal(a, b), (old, name)
