@@ -12,10 +12,18 @@ Two parts:
   NuC only, without CR-RoPE). Pot M = 512, kept C = 256 unless told otherwise.
 
     python benchmarks/bench_infinipot.py --part speed --write-results
-    python benchmarks/bench_infinipot.py --part needle --lengths 512 1024 2048 4096 --n 50
+    python benchmarks/bench_infinipot.py --part needle --lengths 4096 --depths 0.5 --n 30 \
+        --held-out-keys --n-facts 2 3 4 [--question-known] --out results/infinipot_main_multi.json
+    python benchmarks/bench_infinipot.py --equal-terms LONE.json MULTI.json QK.json  # RESULTS.md
     python benchmarks/bench_infinipot.py --merge part1.json part2.json --write-results
 
-Results go to benchmarks/results/infinipot_{speed,needle}.json (notebook 09 plots them).
+``--n-facts``: the needle among distractors of the same shape; ``--question-known``: every policy
+that can use the question gets it (``QuestionProbe``; InfiniPot's catalyst is the question), else
+InfiniPot's catalyst is generic (the question without its key) and the baselines compress before
+the question is read, as they would in a stream.
+
+Results go to benchmarks/results/ (notebook 09 plots infinipot_speed.json and
+infinipot_main_*.json).
 """
 
 from __future__ import annotations
