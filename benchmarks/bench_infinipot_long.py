@@ -25,6 +25,8 @@ import torch
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench_infinipot import GENERIC_CATALYSTS  # noqa: E402  (beside this script)
+
 import minidecode  # noqa: E402
 from minidecode import tinyworld as tw  # noqa: E402
 from minidecode.cache_policies import InfiniPot  # noqa: E402
@@ -36,7 +38,7 @@ from minidecode.infinipot import (  # noqa: E402
 )
 from minidecode.tinyworld.evaluate import HELD_OUT_SEED  # noqa: E402
 
-GENERIC_CATALYST = "\nQ: What is the code of the"   # the main model's question, without a key
+GENERIC_CATALYST = GENERIC_CATALYSTS["code_of"]     # the main model's question, without a key
 
 
 def rss_mib() -> float:
