@@ -1,11 +1,13 @@
 """KV-cache compression (chapter 09): needle accuracy, peak cache memory and prefill speed of every
 cache policy, side by side, on TinyWorld needle documents longer than the model's trained context.
 
-Two parts:
+Three parts:
 
 - ``--part speed``: one document of ``--length`` tokens (default 4,096 = 8x the trained 512) read by
   every policy in turn, ``--repeats`` rounds interleaved so a slow spell of the shared machine hits
   all of them alike; prefill tokens/s and peak cache bytes relative to the full cache, in one run.
+- ``--part grid``: the headline grid, a lone needle and a generic catalyst, every policy on the same
+  document families (one haystack, the needle at each of ``--depths``), lengths to 32K.
 - ``--part needle``: exact match of the needle's code over a grid of lengths x depths,
   ``--n`` documents a cell (held-out seed), for the full cache (positions past 512 allowed, to
   show the failure), StreamingLLM, H2O, TOVA, SnapKV, SirLLM and InfiniPot (full, CaP only,
@@ -15,6 +17,9 @@ Two parts:
     python benchmarks/bench_infinipot.py --part needle --lengths 4096 --depths 0.5 --n 30 \
         --held-out-keys --n-facts 2 3 4 [--question-known] --out results/infinipot_main_multi.json
     python benchmarks/bench_infinipot.py --equal-terms LONE.json MULTI.json QK.json  # RESULTS.md
+    python benchmarks/bench_infinipot.py --part grid --lengths 2048 4096 --n 30 \
+        --out results/infinipot_grid_short.json     # + 8192 16384 32768 --exit-when no-whole-code
+    python benchmarks/bench_infinipot.py --grid-results results/infinipot_grid_*.json
     python benchmarks/bench_infinipot.py --merge part1.json part2.json --write-results
 
 ``--n-facts``: the needle among distractors of the same shape; ``--question-known``: every policy
@@ -33,6 +38,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import time
 from pathlib import Path
 
@@ -52,7 +58,9 @@ from minidecode.cache_policies import (
 )
 from minidecode.course.capstone import wilson_interval
 from minidecode.infinipot import (
+    ChunkReader,
     answer_after_reading,
+    answer_from,
     extend_positions,
     needle_example,
     needle_found,
@@ -177,6 +185,140 @@ def needle(args, model, tokenizer) -> dict:
             "date": time.strftime("%Y-%m-%d"), "cells": cells}
 
 
+GRID_POLICIES = ["StreamingLLM", "H2O", "TOVA", "SnapKV", "SirLLM", "InfiniPot, NuC only",
+                 "InfiniPot"]
+
+
+def code_left(cache, code_positions: list[int]) -> bool:
+    """Whether any token of the needle's code is still in any (layer, KV head) cache."""
+    wanted = torch.tensor(code_positions)
+    return any(bool(torch.isin(wanted, cache.token_index[layer]).any())
+               for layer in range(cache.num_layers))
+
+
+def read_family(model, tokenizer, policy_name: str, family: dict[float, object],
+                catalyst: list[int], args, early_exit: bool) -> dict[float, dict]:
+    """Read one document family (the same haystack, the needle at each depth) with one policy.
+
+    The documents agree token for token up to their needle, so the deepest one is read once and
+    the reader is forked (``ChunkReader.fork``) at the last chunk boundary before each other
+    needle: every document is read exactly as a fresh ``answer_after_reading`` would read it.
+    early_exit: stop a document once its code is lost (``args.exit_when``: "code-gone", no token
+    of the code left in any head - evicted entries never return; "no-whole-code", no head holds
+    every token of it) and score it a miss; documents up to ``--read-to-end-up-to`` tokens are
+    read to the end and record when each condition first held, to check the rule against the
+    answers. Returns {depth: outcome}.
+    """
+    depths = sorted(family)
+    ref = family[depths[-1]]
+    forks: dict[int, list[float]] = {}
+    for depth in depths[:-1]:
+        doc = family[depth].document_ids
+        shared = next(i for i, (a, b) in enumerate(zip(doc, ref.document_ids)) if a != b)
+        forks.setdefault(shared // args.chunk * args.chunk, []).append(depth)
+
+    pending: dict[float, tuple] = {}   # depth -> (the reader forked for it, where it resumes)
+
+    def fresh():
+        policy, reset = policies(catalyst)[policy_name]
+        return ChunkReader(model, policy, args.pot, args.keep, args.chunk, reset)
+
+    def finish(reader, ex, start: int) -> dict:
+        ids = torch.tensor([ex.document_ids + ex.question_ids])
+        length, last = ids.shape[1], max(ex.code_positions)
+        gone_at = split_at = None   # first distillation after which no token / no head's whole code
+        for begin in range(start, length, args.chunk):
+            if begin in forks and ex is ref:
+                for depth in forks[begin]:
+                    pending[depth] = (reader.fork(), begin)
+            distillations = reader.result.distillations
+            is_last = begin + args.chunk >= length
+            reader.read(ids[:, begin:begin + args.chunk], 3 if is_last else 0)
+            if reader.tokens_read > last and reader.result.distillations > distillations:
+                cache = reader.result.cache
+                if split_at is None and needle_kept(cache, ex.code_positions) == 0.0:
+                    split_at = reader.tokens_read
+                if gone_at is None and not code_left(cache, ex.code_positions):
+                    gone_at = reader.tokens_read
+                if early_exit and (gone_at if args.exit_when == "code-gone" else split_at):
+                    return {"hit": False, "gone_at": gone_at, "split_at": split_at,
+                            "stopped_at": reader.tokens_read, "kept": 0.0, "length": length}
+        result = reader.finish()
+        generated = answer_from(model, result, max_new_tokens=3)
+        return {"hit": needle_found(tokenizer, generated, ex.code), "gone_at": gone_at,
+                "split_at": split_at, "stopped_at": None,
+                "kept": needle_kept(result.cache, ex.code_positions), "length": length}
+
+    outcomes = {depths[-1]: finish(fresh(), ref, 0)}
+    for depth, (reader, start) in pending.items():
+        outcomes[depth] = finish(reader, family[depth], start)
+    return outcomes
+
+
+def grid(args, model, tokenizer) -> dict:
+    """The headline grid: a lone needle, InfiniPot's catalyst generic, every length x depth, the
+    same ``--n`` document families (one haystack, the needle at each depth) for every policy."""
+    from tqdm.auto import tqdm
+
+    rng = random.Random(HELD_OUT_SEED)
+    catalyst = tokenizer.encode(GENERIC_CATALYSTS[args.style]).ids
+    names = args.policies or GRID_POLICIES
+    out = getattr(args, "out", None)
+    cells = json.loads(out.read_text())["cells"] if out is not None and out.exists() else []
+    done = {(c["policy"], c["length"]) for c in cells}  # a stopped run resumes after these
+
+    def result() -> dict:
+        return {"model": args.model, "policies": list(names), "n_facts": [1],
+                "question_known": False, "style": args.style, "lengths": args.lengths,
+                "depths": args.depths, "pot": args.pot, "keep": args.keep, "chunk": args.chunk,
+                "question_catalyst": False, "held_out_keys": True,
+                "read_to_end_up_to": args.read_to_end_up_to, "exit_when": args.exit_when,
+                "machine": machine(), "date": time.strftime("%Y-%m-%d"), "cells": cells}
+
+    for n_tokens in args.lengths:
+        families = []
+        for _ in range(args.n):
+            state = rng.getstate()
+            family = {}
+            for depth in args.depths:
+                rng.setstate(state)
+                family[depth] = needle_example(tokenizer, n_tokens, depth, rng,
+                                               keys=tw.HELD_OUT_KEYS, style=args.style)
+            families.append(family)
+        early_exit = n_tokens > args.read_to_end_up_to
+        for name in names:
+            if (name, n_tokens) in done:
+                continue
+            start = time.perf_counter()
+            outcomes = [read_family(model, tokenizer, name, family, catalyst, args,
+                                    early_exit)
+                        for family in tqdm(families, desc=f"{name} @ {n_tokens}", leave=False,
+                                           disable=None)]
+            seconds = time.perf_counter() - start
+            for depth in args.depths:
+                mine = [o[depth] for o in outcomes]
+                hits = sum(o["hit"] for o in mine)
+                low, high = wilson_interval(hits, args.n)
+                cells.append({
+                    "policy": name, "length": n_tokens, "depth": depth, "n": args.n,
+                    "hits": hits, "accuracy": hits / args.n, "interval": [low, high],
+                    "kept": sum(o["kept"] for o in mine) / args.n,
+                    "gone": sum(o["gone_at"] is not None for o in mine),
+                    "gone_and_hit": sum(o["gone_at"] is not None and o["hit"] for o in mine),
+                    "split": sum(o["split_at"] is not None for o in mine),
+                    "split_and_hit": sum(o["split_at"] is not None and o["hit"] for o in mine),
+                    "tokens_read": sum(o["stopped_at"] or o["length"] for o in mine),
+                    "stopped_early": sum(o["stopped_at"] is not None for o in mine),
+                    "read_to_end": not early_exit, "seconds_for_all_depths": seconds})
+                print(f"{name:20s} len {n_tokens:6d} depth {depth:.2f}: {hits:2d}/{args.n} "
+                      f"[{low:.2f}, {high:.2f}], code gone {cells[-1]['gone']} (hit "
+                      f"{cells[-1]['gone_and_hit']}), no whole code {cells[-1]['split']} (hit "
+                      f"{cells[-1]['split_and_hit']})", flush=True)
+            if out is not None:
+                out.write_text(json.dumps(result(), indent=1))
+    return result()
+
+
 def speed_section(result: dict, command: str) -> list[str]:
     lines = [SECTION, "",
              f"Prefill of one {result['length']}-token needle document (8x the trained context), "
@@ -283,6 +425,76 @@ def equal_terms_section(paths: dict[str, Path]) -> list[str]:
     return lines + [""]
 
 
+GRID_SECTION = "## KV-cache compression: the generic grid to 32K tokens"
+
+
+def grid_section(runs: list[dict]) -> list[str]:
+    """RESULTS.md lines for the headline grid, from one or more ``--part grid`` results files
+    (the same settings; a (policy, length) measured twice keeps its first file)."""
+    cells, seen = [], set()
+    for run in runs:
+        for cell in run["cells"]:
+            if (cell["policy"], cell["length"], cell["depth"]) not in seen:
+                seen.add((cell["policy"], cell["length"], cell["depth"]))
+                cells.append(cell)
+    first = runs[0]
+    depths = sorted({c["depth"] for c in cells})
+    lengths = sorted({c["length"] for c in cells})
+    names = [p for p in GRID_POLICIES if any(c["policy"] == p for c in cells)]
+    checked = [c for c in cells if c["read_to_end"]]
+    split, split_hit = sum(c["split"] for c in checked), sum(c["split_and_hit"] for c in checked)
+    low, high = wilson_interval(split_hit, split) if split else (0.0, 1.0)
+    longest_checked = max((c["length"] for c in checked), default=0)
+    exit_rule = next((run["exit_when"] for run in runs
+                      if any(not c["read_to_end"] for c in run["cells"])), "not used")
+    lines = [GRID_SECTION, "",
+             f"Model `{first['model']}`, a lone needle (held-out keys, facts worded "
+             f"`{first['style']}`), InfiniPot's catalyst generic "
+             f"({GENERIC_CATALYSTS[first['style']]!r}), the baselines compressing before the "
+             f"question is read. Pot M = {first['pot']}, kept C = {first['keep']}, chunks of "
+             f"{first['chunk']}. Each length has {cells[0]['n']} "
+             "document families: one haystack with the needle at each depth, the same families "
+             "for every policy; exact match of the greedy answer with a Wilson 95% interval. "
+             "The deepest needle's document is read once and the reader forked before each other "
+             "needle (the same answers as reading each document from scratch: "
+             "`tests/test_bench_infinipot.py`).", "",
+             f"**Stopping early.** Up to {longest_checked:,} tokens every document was read to the "
+             f"end, and {split} documents came to a distillation after which no (layer, KV head) "
+             f"held every token of the code; {split_hit} of them were answered right "
+             f"(Wilson 95% upper bound {high:.3f}). Longer documents therefore stop at that "
+             f"point and count as misses (`--exit-when {exit_rule}`), which is what makes a 32K "
+             "grid of every policy fit in hours on a CPU.", "",
+             "| policy | length | " + " | ".join(f"depth {d:g}" for d in depths)
+             + " | mean over depths |",
+             "|---|---|" + "---|" * (len(depths) + 1)]
+    for name in names:
+        for n_tokens in lengths:
+            row = {c["depth"]: c for c in cells
+                   if c["policy"] == name and c["length"] == n_tokens}
+            if not row:
+                continue
+            shown = []
+            for depth in depths:
+                cell = row.get(depth)
+                if cell is None:
+                    shown.append("-")
+                    continue
+                lo, hi = wilson_interval(cell["hits"], cell["n"])
+                shown.append(f"{cell['accuracy']:.2f} [{lo:.2f}, {hi:.2f}]")
+            mean = sum(c["accuracy"] for c in row.values()) / len(row)
+            lines.append(f"| {name} | {n_tokens} | " + " | ".join(shown) + f" | {mean:.2f} |")
+    pot = [c for c in cells if c["policy"] == "InfiniPot"]
+    if pot:
+        bad = [c for c in pot if c["accuracy"] < 0.9]
+        lines += ["", "Bar (InfiniPot >= 0.90 at every depth to 32,768 tokens): "
+                  + ("met in every cell" if not bad else
+                     f"NOT met in {len(bad)} of {len(pot)} cells (lowest "
+                     f"{min(c['accuracy'] for c in bad):.2f})") + "."]
+    lines += ["", "Machine: " + first["machine"] + f"; {first['date']}. Commands:", ""]
+    lines += [f"- `{run.get('command', '(still running)')}`" for run in runs]
+    return lines + [""]
+
+
 def _mean(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
@@ -320,7 +532,8 @@ def merge(paths: list[Path]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("speed", "needle"), required=True)
+    parser.add_argument("--part", choices=("speed", "needle", "grid"), default=None,
+                        help="what to run (not needed to render RESULTS.md from files)")
     parser.add_argument("--model", default="main")
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=2)
@@ -340,6 +553,12 @@ def main() -> None:
                         help="every policy that can use the question gets it (QuestionProbe)")
     parser.add_argument("--style", choices=tw.FACT_STYLES, default="code_of",
                         help="the facts' wording: the one the model was trained on")
+    parser.add_argument("--read-to-end-up-to", type=int, default=4096,
+                        help="grid: read every document to the end up to this length (and count "
+                             "documents whose code left every head yet were answered); longer "
+                             "documents stop once their code is gone")
+    parser.add_argument("--exit-when", choices=("code-gone", "no-whole-code"),
+                        default="code-gone", help="grid: when a longer document stops early")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--from-json", type=Path, default=None,
@@ -348,11 +567,17 @@ def main() -> None:
     parser.add_argument("--equal-terms", type=Path, nargs=3, default=None,
                         metavar=("LONE", "MULTI", "QK"),
                         help="render RESULTS.md's needle table from these three results files")
+    parser.add_argument("--grid-results", type=Path, nargs="+", default=None,
+                        help="render RESULTS.md's generic-grid table from these grid files")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="join needle results files run in parts into infinipot_needle.json")
     args = parser.parse_args()
     if args.equal_terms:
         replace_section(NEEDLE_SECTION, equal_terms_section(dict(zip(SETTINGS, args.equal_terms))))
+        return
+    if args.grid_results:
+        replace_section(GRID_SECTION, grid_section([json.loads(p.read_text())
+                                                    for p in args.grid_results]))
         return
     if args.merge:
         result = merge(args.merge)
@@ -366,14 +591,19 @@ def main() -> None:
         result = json.loads(args.from_json.read_text())
         replace_section(NEEDLE_SECTION, needle_section(result))
         return
+    if args.part is None:
+        parser.error("--part is required unless rendering from results files")
     torch.set_num_threads(args.threads)
     model, tokenizer = minidecode.load(args.model)
-    command = "python benchmarks/bench_infinipot.py " + " ".join(os.sys.argv[1:])
+    command = "python benchmarks/bench_infinipot.py " + shlex.join(os.sys.argv[1:])
     if args.part == "speed":
         result = speed(args, model, tokenizer)
         out = args.out or HERE / "results" / "infinipot_speed.json"
         for line in speed_section(result, command)[4:]:
             print(line)
+    elif args.part == "grid":
+        result = grid(args, model, tokenizer)
+        out = args.out or HERE / "results" / "infinipot_grid.json"
     else:
         result = needle(args, model, tokenizer)
         out = args.out or HERE / "results" / "infinipot_needle.json"
@@ -382,7 +612,7 @@ def main() -> None:
     print(f"wrote {out}")
     if args.write_results and args.part == "speed":
         replace_section(SECTION, speed_section(result, command))
-    elif args.write_results:
+    elif args.write_results and args.part == "needle":
         replace_section(NEEDLE_SECTION, needle_section(result))
 
 

@@ -23,6 +23,7 @@ The reader, in one picture (M = 8, C = 4, chunks of 2)::
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -37,8 +38,9 @@ from minidecode.model import Transformer
 from minidecode.tinyworld.needles import Needle, needle_example, needle_found  # noqa: F401 (re-export)
 
 __all__ = ["InfiniPot", "catalyst_scores", "context_reset_positions", "infinipot_keep",
-           "novelty_scores", "Needle", "ReadResult", "answer_after_reading", "extend_positions",
-           "needle_example", "needle_found", "needle_kept", "read_document", "reset_positions"]
+           "novelty_scores", "ChunkReader", "Needle", "ReadResult", "answer_after_reading",
+           "answer_from", "extend_positions", "needle_example", "needle_found", "needle_kept",
+           "read_document", "reset_positions"]
 
 
 @dataclass
@@ -127,38 +129,73 @@ def read_document(model: Transformer, input_ids: Tensor, policy: CachePolicy | N
     if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError("input_ids must be a non-empty (batch, length) tensor: an empty document "
                          f"has nothing to read (got {getattr(input_ids, 'shape', input_ids)!r})")
-    _check_sizes(policy, pot_size, keep_size, chunk_size, getattr(policy, "n_sinks", 0))
-    if policy is not None and policy.needs_attentions and not isinstance(model, Transformer):
-        raise ValueError(f"{type(policy).__name__} needs attention weights, which this model "
-                         "cannot return (use a minidecode Transformer)")
-    batch, length = input_ids.shape
-    cache = model.new_cache()
-    token_nll = torch.zeros(batch, length)
-    observation = Observation(token_nll=token_nll[:, :0])
-    result = ReadResult(cache=cache, next_logits=torch.empty(0), peak_entries=0, peak_bytes=0)
-    if policy is not None:
-        policy.reset()
-    prev_logits = None                                                   # (batch, vocab)
+    reader = ChunkReader(model, policy, pot_size, keep_size, chunk_size, reset)
+    length = input_ids.shape[1]
     for start in range(0, length, chunk_size):
-        chunk = input_ids[:, start:start + chunk_size]
         is_last = start + chunk_size >= length
-        needed = chunk.shape[1] + (room_after if is_last else 0)
-        if policy is not None and cache.length + needed + policy.reserve > pot_size:
-            _distil(model, cache, policy, pot_size, keep_size, needed, observation, reset, result)
-        out = model(chunk, cache=cache,
-                    output_attentions=policy is not None and policy.needs_attentions)
+        reader.read(input_ids[:, start:start + chunk_size], room_after if is_last else 0)
+    return reader.finish()
+
+
+class ChunkReader:
+    """``read_document``'s loop one chunk at a time, its state between chunks kept in one object.
+
+    ``read`` distils the pot if the chunk would overflow it, then reads the chunk; ``finish``
+    returns the :class:`ReadResult`. A benchmark can ``fork`` the reader after a shared prefix
+    and continue two documents from there: the fork reads exactly as a fresh reader would.
+    """
+
+    def __init__(self, model: Transformer, policy: CachePolicy | None, pot_size: int = 512,
+                 keep_size: int = 256, chunk_size: int = 64, reset: bool = True) -> None:
+        _check_sizes(policy, pot_size, keep_size, chunk_size, getattr(policy, "n_sinks", 0))
+        if policy is not None and policy.needs_attentions and not isinstance(model, Transformer):
+            raise ValueError(f"{type(policy).__name__} needs attention weights, which this model "
+                             "cannot return (use a minidecode Transformer)")
+        self.model, self.policy, self.reset = model, policy, reset
+        self.pot_size, self.keep_size, self.chunk_size = pot_size, keep_size, chunk_size
+        self.tokens_read = 0
+        self._nll = torch.zeros(1, 1024)               # (batch, capacity), grown by doubling
+        self.prev_logits: Tensor | None = None         # (batch, vocab)
+        self.observation = Observation(token_nll=self._nll[:, :0])
+        self.result = ReadResult(cache=model.new_cache(), next_logits=torch.empty(0),
+                                 peak_entries=0, peak_bytes=0)
+        if policy is not None:
+            policy.reset()
+
+    @torch.no_grad()
+    def read(self, chunk: Tensor, room_after: int = 0) -> None:
+        """Read ``chunk`` (batch, n <= chunk_size), leaving ``room_after`` free entries after it."""
+        policy, cache, result = self.policy, self.result.cache, self.result
+        needed = chunk.shape[1] + room_after
+        if policy is not None and cache.length + needed + policy.reserve > self.pot_size:
+            _distil(self.model, cache, policy, self.pot_size, self.keep_size, needed,
+                    self.observation, self.reset, result)
+        out = self.model(chunk, cache=cache,
+                         output_attentions=policy is not None and policy.needs_attentions)
         result.peak_entries = max(result.peak_entries, cache.length)
         result.peak_bytes = max(result.peak_bytes, cache.nbytes())
-        result.trace.append((start + chunk.shape[1], cache.length))
-        token_nll[:, start:start + chunk.shape[1]] = chunk_novelty(prev_logits, out.logits, chunk)
-        prev_logits = out.logits[:, -1]
-        observation = Observation(attentions=out.attentions,
-                                  token_nll=token_nll[:, :start + chunk.shape[1]])
+        start, end = self.tokens_read, self.tokens_read + chunk.shape[1]
+        result.trace.append((end, cache.length))
+        if end > self._nll.shape[1] or self._nll.shape[0] != chunk.shape[0]:
+            grown = torch.zeros(chunk.shape[0], max(2 * self._nll.shape[1], end))
+            grown[:, :start] = self._nll[:, :start]
+            self._nll = grown
+        self._nll[:, start:end] = chunk_novelty(self.prev_logits, out.logits, chunk)
+        self.prev_logits = out.logits[:, -1]
+        self.tokens_read = end
+        self.observation = Observation(attentions=out.attentions, token_nll=self._nll[:, :end])
         if policy is not None:
-            policy.observe(cache, observation)
-    result.next_logits = F.log_softmax(prev_logits.float(), dim=-1)
-    result.token_nll = token_nll
-    return result
+            policy.observe(cache, self.observation)
+
+    def fork(self) -> ChunkReader:
+        """An independent copy (cache, policy state, NLLs) that shares the model's weights."""
+        return copy.deepcopy(self, memo={id(self.model): self.model})
+
+    def finish(self) -> ReadResult:
+        """The reading's result: next-token log-probabilities, NLL of every token read."""
+        self.result.next_logits = F.log_softmax(self.prev_logits.float(), dim=-1)
+        self.result.token_nll = self._nll[:, :self.tokens_read].clone()
+        return self.result
 
 
 def chunk_novelty(prev_logits: Tensor | None, logits: Tensor, chunk: Tensor) -> Tensor:
@@ -211,6 +248,13 @@ def answer_after_reading(model: Transformer, document_ids: list[int], question_i
         raise ValueError("document_ids is empty: there is nothing to read")
     ids = torch.tensor([list(document_ids) + list(question_ids)])
     result = read_document(model, ids, policy, room_after=max_new_tokens, **read_kwargs)
+    return answer_from(model, result, max_new_tokens), result
+
+
+@torch.no_grad()
+def answer_from(model: Transformer, result: ReadResult, max_new_tokens: int = 4) -> list[int]:
+    """Greedy tokens decoded from what a reading left in its cache (batch row 0); the cache grows
+    by the answer and ``result``'s peak memory counts it."""
     cache = result.cache
     generated: list[int] = []
     for step in decode_steps(model, cache, result.next_logits.float()):       # greedy
@@ -219,7 +263,7 @@ def answer_after_reading(model: Transformer, document_ids: list[int], question_i
         result.peak_bytes = max(result.peak_bytes, cache.nbytes())
         if len(generated) == max_new_tokens:
             break
-    return generated, result
+    return generated
 
 
 def needle_kept(cache: KVCache, code_positions: list[int]) -> float:
